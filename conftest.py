@@ -1,0 +1,28 @@
+"""Pytest session hooks: every notebook in a run shares one stand-in, stopped at the end if we started it."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers.config import probe_ollama, read_settings
+
+_started_here = False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start (or reuse) the offline stand-in when no Ollama answers or WORKSHOP_OFFLINE=1."""
+    global _started_here
+    settings = read_settings()
+    if settings.force_offline or probe_ollama(settings.ollama_host) is None:
+        from helpers.offline.launcher import ensure_stand_in, missing_packages
+
+        if not missing_packages():
+            _, _started_here = ensure_stand_in(settings)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the stand-in this session started, so no server outlives the test run."""
+    if _started_here:
+        from helpers.offline.launcher import stop_stand_in
+
+        stop_stand_in(read_settings())

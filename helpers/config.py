@@ -1,0 +1,96 @@
+"""Workshop configuration: every environment variable is read here, and nowhere else.
+
+Standard library only, so the Makefile can ask "is Ollama up?" before the virtualenv exists:
+    python3 -m helpers.config --ollama-up      (exit 0 when an Ollama answers at OLLAMA_HOST)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+DEFAULT_STAND_IN_PORT = 11435
+OLLAMA_CHAT_MODEL = "llama3.2:3b"  # default chat model with a real Ollama
+STAND_IN_CHAT_MODEL = "smollm2:135m"  # the model the offline stand-in serves
+EMBED_MODEL = "all-minilm"  # all-MiniLM-L6-v2, 384-d, on both backends
+
+
+def _truthy(value: str | None) -> bool:
+    """True for 1/true/yes/on (any case)."""
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def normalize_host(host: str | None) -> str:
+    """Turn an OLLAMA_HOST value ('0.0.0.0', 'host:port', 'http://h:p') into a base URL."""
+    host = (host or "").strip().rstrip("/") or DEFAULT_OLLAMA_HOST
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest = "http", host
+    hostname, _, port = rest.partition(":")
+    if hostname in {"", "0.0.0.0"}:
+        hostname = "127.0.0.1"
+    return f"{scheme}://{hostname}:{port or '11434'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the environment asks for; defaults are local."""
+
+    ollama_host: str
+    chat_model: str | None  # None: the backend's default
+    embed_model: str
+    qdrant_url: str | None  # None: Qdrant embedded in the process
+    force_offline: bool  # WORKSHOP_OFFLINE=1: always use the stand-in (CI does)
+    fast: bool  # WORKSHOP_FAST=1: smaller sweeps and samples (CI does)
+    stand_in_port: int
+    chat_gguf: str | None  # WORKSHOP_CHAT_GGUF: serve this GGUF file instead of SmolLM2
+    state_dir: Path  # logs, pid file, SQLite history, caches (gitignored)
+
+
+def read_settings() -> Settings:
+    """Read the workshop's environment variables once, with local defaults."""
+    env = os.environ
+    return Settings(
+        ollama_host=normalize_host(env.get("OLLAMA_HOST")),
+        chat_model=env.get("CHAT_MODEL") or None,
+        embed_model=env.get("EMBED_MODEL") or EMBED_MODEL,
+        qdrant_url=env.get("QDRANT_URL") or None,
+        force_offline=_truthy(env.get("WORKSHOP_OFFLINE")),
+        fast=_truthy(env.get("WORKSHOP_FAST")),
+        stand_in_port=int(env.get("WORKSHOP_STAND_IN_PORT") or DEFAULT_STAND_IN_PORT),
+        chat_gguf=env.get("WORKSHOP_CHAT_GGUF") or None,
+        state_dir=Path(env.get("WORKSHOP_STATE_DIR") or REPO_ROOT / ".workshop"),
+    )
+
+
+def probe_ollama(base_url: str, timeout: float = 2.0) -> dict | None:
+    """GET /api/version; the JSON body if an Ollama-compatible server answers, else None."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/api/version", timeout=timeout) as resp:
+            body = json.loads(resp.read().decode("utf-8"))
+            return body if isinstance(body, dict) and "version" in body else None
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
+def _main(argv: list[str]) -> int:
+    """`--ollama-up`: exit 0 when a real Ollama (not the stand-in) answers at OLLAMA_HOST."""
+    if argv != ["--ollama-up"]:
+        print("usage: python3 -m helpers.config --ollama-up", file=sys.stderr)
+        return 2
+    settings = read_settings()
+    info = probe_ollama(settings.ollama_host)
+    real = info is not None and not info.get("workshop_stand_in")
+    print(f"Ollama at {settings.ollama_host}: {'answers' if real else 'not reachable'}")
+    return 0 if real and not settings.force_offline else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

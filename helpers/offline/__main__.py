@@ -1,0 +1,82 @@
+"""Command line of the offline stand-in: python -m helpers.offline {serve,start,stop,status}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from helpers.config import read_settings
+from helpers.offline.launcher import (
+    StandInError,
+    ensure_stand_in,
+    is_stand_in,
+    log_file,
+    pid_file,
+    stand_in_url,
+    stop_stand_in,
+)
+
+
+def serve(port: int) -> int:
+    """Load the models, bind 127.0.0.1:port and serve until SIGTERM or Ctrl-C."""
+    from helpers.offline.server import Registry, make_server
+
+    settings = read_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger("workshop.stand-in")
+    registry = Registry(chat_gguf=settings.chat_gguf, chat_name=os.environ.get("WORKSHOP_CHAT_NAME"))
+    for served in registry.models.values():
+        served.get()  # warm: the readiness probe answers only once the models are loaded
+    try:
+        server = make_server(port, registry)
+    except OSError as exc:
+        log.error("cannot bind 127.0.0.1:%d: %s", port, exc)
+        return 1
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    pid_file(settings).write_text(json.dumps({"pid": os.getpid(), "port": port}))
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    log.info("serving %s on http://127.0.0.1:%d", ", ".join(registry.models), port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        pid_file(settings).unlink(missing_ok=True)
+        log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command and run it."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.offline", description=__doc__)
+    parser.add_argument("command", choices=["serve", "start", "stop", "status"])
+    parser.add_argument("--port", type=int, default=None, help="default: WORKSHOP_STAND_IN_PORT or 11435")
+    args = parser.parse_args(argv)
+    settings = read_settings()
+    if args.command == "serve":
+        return serve(args.port or settings.stand_in_port)
+    if args.command == "start":
+        try:
+            url, started = ensure_stand_in(settings)
+        except StandInError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"stand-in {'started' if started else 'already running'} at {url} (log: {log_file(settings)})")
+        return 0
+    if args.command == "stop":
+        print("stand-in stopped" if stop_stand_in(settings) else "no stand-in was running")
+        return 0
+    url = stand_in_url(settings)
+    up = is_stand_in(url)
+    print(f"stand-in at {url}: {'running' if up else 'not running'}")
+    return 0 if up else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

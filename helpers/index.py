@@ -1,0 +1,86 @@
+"""Embed chunks and keep them in Qdrant. embed_texts taught in 04_embeddings.ipynb; the rest in 05_vector-search.ipynb."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Sequence
+
+import ollama
+from qdrant_client import QdrantClient, models
+from tqdm.auto import tqdm
+
+from helpers.chunking import Chunk
+
+ID_NAMESPACE = uuid.UUID("6f1c2a4e-9b7d-4e1a-8c3f-2d5e7a9b0c1d")  # fixed: the same chunk id gives the same point id
+
+
+class VectorSizeMismatchError(ValueError):
+    """A collection holds vectors of another size than the embedding model makes."""
+
+
+def embed_texts(client: ollama.Client, model: str, texts: Sequence[str], batch_size: int = 32,
+                progress: bool = False) -> list[list[float]]:
+    """Embed texts in batches with the Ollama embed API; a tqdm bar when progress=True."""
+    vectors: list[list[float]] = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc=f"embedding with {model}", unit="batch", disable=not progress):
+        vectors.extend(client.embed(model=model, input=list(texts[start : start + batch_size])).embeddings)
+    return vectors
+
+
+def point_id(chunk_id: str) -> str:
+    """A deterministic UUID for a chunk id, so re-indexing overwrites instead of duplicating."""
+    return str(uuid.uuid5(ID_NAMESPACE, chunk_id))
+
+
+def embedding_text(chunk: Chunk) -> str:
+    """What gets embedded: the document title, then the chunk text."""
+    return f"{chunk.metadata.get('title', '')}\n{chunk.text}".strip()
+
+
+def ensure_collection(qdrant: QdrantClient, name: str, size: int,
+                      distance: models.Distance = models.Distance.COSINE) -> None:
+    """Create the collection if missing; raise VectorSizeMismatchError if it exists with another size."""
+    if qdrant.collection_exists(name):
+        vectors = qdrant.get_collection(name).config.params.vectors
+        existing = vectors.size if isinstance(vectors, models.VectorParams) else None
+        if existing != size:
+            raise VectorSizeMismatchError(
+                f"Collection {name!r} holds {existing}-d vectors but the embedding model makes {size}-d vectors "
+                f"(did EMBED_MODEL change?). Delete it with qdrant.delete_collection({name!r}) and index again, "
+                "or use a new collection name.")
+        return
+    qdrant.create_collection(name, vectors_config=models.VectorParams(size=size, distance=distance))
+    with warnings.catch_warnings():  # embedded Qdrant ignores payload indexes (and says so); a server uses them
+        warnings.simplefilter("ignore", UserWarning)
+        for key, schema in (("doc_id", models.PayloadSchemaType.KEYWORD), ("category", models.PayloadSchemaType.KEYWORD)):
+            qdrant.create_payload_index(name, key, field_schema=schema)
+
+
+def chunk_payload(chunk: Chunk) -> dict:
+    """The payload stored with a chunk's vector."""
+    meta = chunk.metadata
+    return {"chunk_id": chunk.id, "doc_id": chunk.doc_id, "chunk_index": chunk.index, "text": chunk.text,
+            "title": meta.get("title"), "category": meta.get("category"), "updated": meta.get("updated"),
+            "tags": meta.get("tags", []), "section": meta.get("section", "")}
+
+
+def index_chunks(qdrant: QdrantClient, client: ollama.Client, collection: str, chunks: Sequence[Chunk],
+                 embed_model: str, batch_size: int = 32, progress: bool = False) -> int:
+    """Embed and upsert chunks with deterministic ids; drop a document's stale tail chunks. Returns points written."""
+    vectors = embed_texts(client, embed_model, [embedding_text(c) for c in chunks], batch_size, progress)
+    if not vectors:
+        return 0
+    ensure_collection(qdrant, collection, len(vectors[0]))
+    points = [models.PointStruct(id=point_id(c.id), vector=v, payload=chunk_payload(c)) for c, v in zip(chunks, vectors)]
+    for start in range(0, len(points), 256):
+        qdrant.upsert(collection, points=points[start : start + 256], wait=True)
+    counts: dict[str, int] = {}
+    for c in chunks:
+        counts[c.doc_id] = max(counts.get(c.doc_id, 0), c.index + 1)
+    for doc_id, n in counts.items():  # a document that shrank leaves no stale chunks behind
+        qdrant.delete(collection, points_selector=models.Filter(must=[
+            models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
+            models.FieldCondition(key="chunk_index", range=models.Range(gte=n))]), wait=True)
+    return len(points)

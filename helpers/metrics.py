@@ -1,0 +1,82 @@
+"""Record what every call costs, as rows for pandas and counters for Prometheus. Taught in 08_metrics.ipynb."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+NS = 1e9
+
+
+@dataclass
+class CallRecord:
+    """One call: which stage, which model, tokens in and out, and where the time went (seconds)."""
+
+    stage: str  # "embed", "search", "rewrite", "generate", ...
+    model: str
+    duration_s: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None  # time to first token (generate only)
+    tokens_per_s: float | None = None  # decode speed (generate only)
+    request_id: str = ""
+
+
+def generation_record(stage: str, final: object, wall_s: float, ttft_s: float | None = None,
+                      request_id: str = "") -> CallRecord:
+    """A record from the final chunk (done=True) of an ollama chat/generate response."""
+    eval_ns = final.eval_duration or 0
+    return CallRecord(
+        stage=stage, model=final.model, duration_s=wall_s, prompt_tokens=final.prompt_eval_count or 0,
+        completion_tokens=final.eval_count or 0, ttft_s=ttft_s,
+        tokens_per_s=(final.eval_count or 0) / (eval_ns / NS) if eval_ns else None, request_id=request_id)
+
+
+class MetricsLog:
+    """CallRecords in memory, mirrored into Prometheus counters and histograms."""
+
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+        self.registry = CollectorRegistry()
+        self._seconds = Histogram("rag_stage_seconds", "Duration of one call, by stage", ["stage", "model"],
+                                  registry=self.registry, buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self._tokens = Counter("rag_tokens", "Tokens processed, by stage and direction",
+                               ["stage", "model", "direction"], registry=self.registry)
+
+    def add(self, record: CallRecord) -> CallRecord:
+        """Keep a record and update the Prometheus metrics."""
+        self.records.append(record)
+        self._seconds.labels(record.stage, record.model).observe(record.duration_s)
+        self._tokens.labels(record.stage, record.model, "prompt").inc(record.prompt_tokens)
+        self._tokens.labels(record.stage, record.model, "completion").inc(record.completion_tokens)
+        return record
+
+    @contextmanager
+    def timed(self, stage: str, model: str = "", request_id: str = "") -> Iterator[CallRecord]:
+        """Time a block; the yielded record can be given token counts before the block ends."""
+        record = CallRecord(stage=stage, model=model, duration_s=0.0, request_id=request_id)
+        start = time.perf_counter()
+        try:
+            yield record
+        finally:
+            record.duration_s = time.perf_counter() - start
+            self.add(record)
+
+    def dataframe(self) -> pd.DataFrame:
+        """All records as a DataFrame, one row per call."""
+        columns = list(CallRecord.__dataclass_fields__)
+        return pd.DataFrame([asdict(r) for r in self.records], columns=columns)
+
+    def prometheus_text(self) -> str:
+        """The metrics in Prometheus text exposition format."""
+        return generate_latest(self.registry).decode("utf-8")
+
+
+def cost_usd(prompt_tokens: int, completion_tokens: int, usd_per_m_input: float, usd_per_m_output: float) -> float:
+    """What the tokens would cost on a paid API at the given prices per million tokens."""
+    return prompt_tokens / 1e6 * usd_per_m_input + completion_tokens / 1e6 * usd_per_m_output

@@ -1,0 +1,66 @@
+"""Retrieve chunks and build a grounded, citable prompt. Taught in 06_rag.ipynb."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import ollama
+from qdrant_client import QdrantClient, models
+
+NOT_IN_DOCS = "The documents don't say."
+
+SYSTEM_PROMPT = (
+    "You answer questions about Halvorsen Ridge Station using only the numbered sources given. "
+    "Cite the sources you use with their numbers in square brackets, like [1] or [2][3]. "
+    f"If the sources do not contain the answer, reply exactly: {NOT_IN_DOCS} "
+    "Prefer the most recently updated source when sources disagree. Be brief."
+)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk with its similarity score."""
+
+    chunk_id: str
+    doc_id: str
+    title: str
+    text: str
+    score: float
+    payload: dict
+
+
+def retrieve(qdrant: QdrantClient, client: ollama.Client, collection: str, embed_model: str, query: str,
+             k: int = 5, query_filter: models.Filter | None = None) -> list[Hit]:
+    """Embed the query and return the k most similar chunks, best first."""
+    vector = client.embed(model=embed_model, input=query).embeddings[0]
+    points = qdrant.query_points(collection, query=vector, limit=k, query_filter=query_filter, with_payload=True).points
+    return [Hit(p.payload["chunk_id"], p.payload["doc_id"], p.payload.get("title") or "", p.payload["text"],
+                p.score, p.payload) for p in points]
+
+
+def format_sources(hits: list[Hit]) -> str:
+    """Number the hits as [1], [2], ... with title and date, for the prompt."""
+    return "\n\n".join(f"[{i}] {h.title} (updated {h.payload.get('updated') or 'n/a'})\n{h.text}"
+                       for i, h in enumerate(hits, 1))
+
+
+def build_messages(question: str, hits: list[Hit], system: str = SYSTEM_PROMPT) -> list[dict]:
+    """Chat messages: the system rules, then the numbered sources and the question."""
+    user = f"Sources:\n\n{format_sources(hits)}\n\nQuestion: {question}\nAnswer with citations:"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def cited_numbers(answer: str) -> list[int]:
+    """The source numbers an answer cites, like [2] or [1, 3], in order of first use."""
+    seen: list[int] = []
+    for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", answer):
+        for n in (int(x) for x in group.split(",")):
+            if n not in seen:
+                seen.append(n)
+    return seen
+
+
+def citations(answer: str, hits: list[Hit]) -> list[Hit]:
+    """The retrieved chunks an answer cites; numbers that point at no source are dropped."""
+    return [hits[n - 1] for n in cited_numbers(answer) if 1 <= n <= len(hits)]

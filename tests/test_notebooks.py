@@ -1,0 +1,71 @@
+"""Committed notebooks: outputs stripped, names and structure as the conventions say (nbmake runs them)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = sorted((NOTEBOOKS / "solutions").glob("*.ipynb"))
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def markdown(nb: dict) -> list[str]:
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+
+
+def test_there_are_lessons():
+    assert LESSONS and LESSONS[0].name == "00_setup-check.ipynb"
+    numbers = [int(p.name[:2]) for p in LESSONS]
+    assert numbers == list(range(len(numbers))), "lessons are numbered 00, 01, ... without gaps"
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLUTIONS, ids=lambda p: p.name)
+def test_outputs_are_stripped(path):
+    for cell in load(path)["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: run `make strip`"
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLUTIONS, ids=lambda p: p.name)
+def test_name_convention(path):
+    assert re.fullmatch(r"\d\d_[a-z0-9]+(-[a-z0-9]+)*(-solutions)?\.ipynb", path.name)
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lesson_opening_and_closing(path):
+    nb = load(path)
+    first = "".join(nb["cells"][0]["source"])
+    assert nb["cells"][0]["cell_type"] == "markdown" and first.startswith(f"# {path.name[:2]} ")
+    assert re.search(r"^> \S", first, re.M), "a one-line > subtitle"
+    learn = first.split("You will learn", 1)[1].split("Prerequisites", 1)[0] if "You will learn" in first else ""
+    assert len(re.findall(r"^- ", learn, re.M)) == 3, "'You will learn' has 3 bullets"
+    assert "Prerequisites" in first
+    setup_cells = [c for c in nb["cells"] if c["cell_type"] == "code" and "setup()" in "".join(c["source"])]
+    assert len(setup_cells) == 1 and nb["cells"][1] is setup_cells[0], "ONE setup cell, right after the opening"
+    text = "\n".join(markdown(nb))
+    for heading in ("## Summary", "## Exercises", "## Next"):
+        assert heading in text, heading
+    exercises = text.split("## Exercises", 1)[1].split("## Next", 1)[0]
+    assert 2 <= len(re.findall(r"^\d+\. ", exercises, re.M)) <= 4, "2-4 exercises"
+    solution = NOTEBOOKS / "solutions" / f"{path.stem}-solutions.ipynb"
+    assert solution.exists() and f"solutions/{solution.name}" in exercises, "exercises link their solutions"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_code_cells_are_short(path):
+    long = [len("".join(c["source"]).splitlines()) for c in load(path)["cells"]
+            if c["cell_type"] == "code" and len("".join(c["source"]).splitlines()) > 25]
+    assert not long, f"code cells of {long} lines: split them (aim for ~15)"
+
+
+def test_every_solution_belongs_to_a_lesson():
+    stems = {p.stem for p in LESSONS}
+    assert {p.stem.removesuffix("-solutions") for p in SOLUTIONS} <= stems

@@ -44,8 +44,8 @@ lab: $(VENV)/.base
 	@if $(PYTHON) -m helpers.config --ollama-up; then \
 		echo "Using your Ollama; the offline stand-in is not needed."; \
 	else \
-		echo "No Ollama answers: installing the workshop's offline stand-in."; \
-		$(MAKE) --no-print-directory install-offline; \
+		echo "No Ollama answers: using the workshop's offline stand-in."; \
+		$(MAKE) --no-print-directory install-offline && $(PY) -m helpers.offline start; \
 	fi
 	$(VENV)/bin/jupyter lab notebooks/
 

@@ -41,11 +41,15 @@ def count_tokens(text: str) -> int:
 
 
 def chunk_documents(docs: list[Document], chunk_size: int = 200, chunk_overlap: int = 40) -> list[Chunk]:
-    """Markdown-header-aware split, then recursive split to chunk_size tokens with chunk_overlap tokens."""
+    """Markdown-header-aware split, then recursive split to chunk_size tokens with chunk_overlap tokens.
+
+    Cuts fall between paragraphs or lines first, then between sentences (the full stop stays with its
+    sentence), words only as a last resort. Chunk ids are "<doc_id>#<n>", n counting from 0 per document.
+    """
     headers = MarkdownHeaderTextSplitter(HEADERS, strip_headers=False)
     splitter = RecursiveCharacterTextSplitter(
         chunk_size=chunk_size, chunk_overlap=chunk_overlap, length_function=count_tokens,
-        separators=["\n\n", "\n", ". ", " ", ""],
+        separators=["\n\n", "\n", ". ", " ", ""], keep_separator="end",
     )
     chunks = []
     for doc in docs:

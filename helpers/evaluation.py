@@ -1,8 +1,9 @@
-"""Retrieval metrics over ranked document ids. Taught in 09_evaluation.ipynb."""
+"""Retrieval metrics over ranked document ids, and answer checks that need no judge model. Taught in 09_evaluation.ipynb."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 
@@ -36,3 +37,43 @@ def ndcg_at_k(ranked: Sequence[str], gains: Mapping[str, float], k: int = 10) ->
     ideal = sorted(gains.values(), reverse=True)[:k]
     idcg = sum(g / math.log2(rank + 1) for rank, g in enumerate(ideal, 1))
     return dcg / idcg if idcg > 0 else 0.0
+
+
+def retrieval_scores(ranked: Sequence[str], relevant: set[str], ks: Sequence[int] = (1, 3, 5, 10)) -> dict[str, float]:
+    """hit@k for each k, MRR (reciprocal rank at 10) and binary nDCG@10 of one ranking, as one table row."""
+    row = {f"hit@{k}": hit_rate_at_k(ranked, relevant, k) for k in ks}
+    row["mrr"] = reciprocal_rank(ranked, relevant, 10)
+    row["ndcg@10"] = ndcg_at_k(ranked, dict.fromkeys(relevant, 1.0), 10)
+    return row
+
+
+def normalise(text: str) -> str:
+    """Lowercase words and numbers only: '3,120 kg.' -> '3120 kg', 'MR-150' -> 'mr 150'."""
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.lower().replace("\u2019", "'"))
+    return " ".join(re.findall(r"\d+(?:[.:]\d+)?|[a-z]+(?:'[a-z]+)?", text))
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers in a text, thousands separators removed: '3,120 kg at 08:00' -> {'3120', '08:00'}."""
+    return set(re.findall(r"\d+(?:[.:]\d+)?", re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)))
+
+
+def short_answer(gold: str) -> str:
+    """The head of a gold answer, before any '(...)', ';', ' - ' or second sentence."""
+    return re.split(r"\s\(|;|\s-\s|(?<=\w{3})\.\s", gold, maxsplit=1)[0].strip(" .")
+
+
+STOPWORDS = frozenset("a an and at by for from in is it of on or the to with".split())
+
+
+def contains_answer(answer: str, gold: str) -> bool:
+    """Does answer carry the gold short answer? All its numbers if it has any, else all its content words."""
+    head = short_answer(gold)
+    if numbers(head):
+        return numbers(head) <= numbers(answer)
+    return set(normalise(head).split()) - STOPWORDS <= set(normalise(answer).split())
+
+
+def is_refusal(answer: str) -> bool:
+    """Does the answer say the documents don't hold it ("don't say", "do not say", "doesn't say", "does not say")?"""
+    return re.search(r"\b(?:don't|do not|doesn't|does not) say\b", normalise(answer)) is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -13,10 +14,16 @@ import ollama
 from helpers.chunking import count_tokens
 
 REWRITE_PROMPT = (
-    "Rewrite the user's last question so that it can be understood without the conversation: replace words like "
-    "'it', 'that', 'they' or 'and ...?' with what they refer to. Keep the names, codes and numbers. "
-    "Reply with the rewritten question only."
+    "You turn a follow-up question into a standalone question for a search engine. Use the conversation to replace "
+    "words such as 'it', 'that', 'there' or 'they', and openings such as 'And ...?' or 'What about ...?', with the "
+    "thing they refer to. Keep every name, code and number. Do not answer the question. "
+    "Reply with the standalone question only, on one line."
 )
+STOPWORDS = frozenset(
+    "a an the and or but of to in on at for by with from into about as is are was were be been do does did can could "
+    "should would may might must will shall have has had i me my we our you your it its they them their he she his "
+    "her this that these those there here what which who whom whose when where why how not no yes so if then than "
+    "also just only very much many some any all each per up out over again more most before after".split())
 
 
 class HistoryStore:
@@ -85,15 +92,58 @@ def within_token_budget(messages: list[dict], budget: int, count: Callable[[str]
     return system + kept
 
 
-def rewrite_query(client: ollama.Client, model: str, history: list[dict], question: str,
-                  options: dict | None = None) -> str:
-    """Ask the model to turn a follow-up into a standalone question, using the conversation so far."""
-    if not history:
-        return question
-    convo = "\n".join(f"{m['role']}: {m['content']}" for m in history if m["role"] != "system")
+def llm_rewrite(client: ollama.Client, model: str, history: list[dict], question: str,
+                options: dict | None = None, last: int = 6) -> str:
+    """The model's standalone version of a follow-up, from the last messages of the conversation (one line)."""
+    convo = "\n".join(f"{m['role']}: {m['content']}" for m in last_n(history, last) if m["role"] != "system")
     response = client.chat(model=model, messages=[
         {"role": "system", "content": REWRITE_PROMPT},
-        {"role": "user", "content": f"Conversation:\n{convo}\n\nLast question: {question}\n\nRewritten question:"},
-    ], options={"temperature": 0, "seed": 0, "num_predict": 60, **(options or {})})
-    rewritten = response.message.content.strip().strip('"').splitlines()
-    return rewritten[0].strip() if rewritten and rewritten[0].strip() else question
+        {"role": "user", "content": f"Conversation:\n{convo}\n\nFollow-up question: {question}\n\nStandalone question:"},
+    ], options={"temperature": 0, "seed": 0, "num_predict": 60, "stop": ["\n"], **(options or {})})
+    lines = [line.strip() for line in response.message.content.strip().strip('"').splitlines() if line.strip()]
+    return lines[0].strip('"') if lines else ""
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-case words that carry meaning (no stopwords), cut to 5 letters so 'approve' matches 'approves'."""
+    return {w[:5] for w in re.findall(r"[a-z0-9][a-z0-9'-]*", text.lower()) if w not in STOPWORDS and len(w) > 2}
+
+
+def rewrite_problem(rewrite: str, question: str, history: list[dict]) -> str | None:
+    """Why a rewrite cannot be used as a standalone question, or None when it looks right.
+
+    A usable rewrite is one question, keeps a content word of the follow-up, is not a copy of an earlier
+    question, and adds at least one word from the conversation (it resolved what 'it' or 'that' meant).
+    """
+    text = rewrite.strip()
+    earlier = {m["content"].strip().lower() for m in history if m["role"] == "user"}
+    context = set().union(*(content_words(m["content"]) for m in history if m["role"] != "system"))
+    asked = content_words(question)
+    if not text.endswith("?") or len(text.split()) > 40:
+        return "not a single question"
+    if text.lower() == question.strip().lower():
+        return "unchanged"
+    if text.lower() in earlier:
+        return "copies an earlier question"
+    if asked and not content_words(text) & asked:
+        return "lost what the follow-up asks"
+    if not (content_words(text) - asked) & context:
+        return "adds nothing from the conversation"
+    return None
+
+
+def context_query(history: list[dict], question: str, max_words: int = 60) -> str:
+    """No-LLM standalone query: the previous question, the start of its answer, then the follow-up."""
+    users = [m["content"] for m in history if m["role"] == "user"]
+    answers = [m["content"] for m in history if m["role"] == "assistant"]
+    answer = " ".join(answers[-1].split()[:max_words]) if answers else ""
+    return " ".join(x for x in (users[-1] if users else "", answer, question) if x)
+
+
+def rewrite_query(client: ollama.Client, model: str, history: list[dict], question: str,
+                  options: dict | None = None) -> str:
+    """A standalone query for retrieval: the model's rewrite if it passes rewrite_problem, else context_query."""
+    if not any(m["role"] != "system" for m in history):
+        return question
+    rewrite = llm_rewrite(client, model, history, question, options)
+    return rewrite if rewrite_problem(rewrite, question, history) is None else context_query(history, question)

@@ -15,6 +15,15 @@ from helpers.chunking import Chunk
 ID_NAMESPACE = uuid.UUID("6f1c2a4e-9b7d-4e1a-8c3f-2d5e7a9b0c1d")  # fixed: the same chunk id gives the same point id
 
 
+# Payload fields that filters use: a server indexes them (embedded Qdrant scans every point, which is fine when small).
+PAYLOAD_INDEXES = {
+    "doc_id": models.PayloadSchemaType.KEYWORD,  # re-indexing deletes a document's stale chunks by doc_id
+    "category": models.PayloadSchemaType.KEYWORD,
+    "updated": models.PayloadSchemaType.DATETIME,  # "YYYY-MM-DD" strings: filter with models.DatetimeRange
+    "chunk_index": models.PayloadSchemaType.INTEGER,
+}
+
+
 class VectorSizeMismatchError(ValueError):
     """A collection holds vectors of another size than the embedding model makes."""
 
@@ -54,7 +63,7 @@ def ensure_collection(qdrant: QdrantClient, name: str, size: int,
     qdrant.create_collection(name, vectors_config=models.VectorParams(size=size, distance=distance))
     with warnings.catch_warnings():  # embedded Qdrant ignores payload indexes (and says so); a server uses them
         warnings.simplefilter("ignore", UserWarning)
-        for key, schema in (("doc_id", models.PayloadSchemaType.KEYWORD), ("category", models.PayloadSchemaType.KEYWORD)):
+        for key, schema in PAYLOAD_INDEXES.items():
             qdrant.create_payload_index(name, key, field_schema=schema)
 
 

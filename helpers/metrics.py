@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -19,22 +19,26 @@ class CallRecord:
 
     stage: str  # "embed", "search", "rewrite", "generate", ...
     model: str
-    duration_s: float
+    duration_s: float  # wall clock, as the caller saw it
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft_s: float | None = None  # time to first token (generate only)
     tokens_per_s: float | None = None  # decode speed (generate only)
     request_id: str = ""
+    prompt_eval_s: float | None = None  # server-side time reading the prompt (generate only)
+    eval_s: float | None = None  # server-side time writing the answer (generate only)
 
 
 def generation_record(stage: str, final: object, wall_s: float, ttft_s: float | None = None,
                       request_id: str = "") -> CallRecord:
     """A record from the final chunk (done=True) of an ollama chat/generate response."""
     eval_ns = final.eval_duration or 0
+    prompt_ns = final.prompt_eval_duration or 0
     return CallRecord(
         stage=stage, model=final.model, duration_s=wall_s, prompt_tokens=final.prompt_eval_count or 0,
         completion_tokens=final.eval_count or 0, ttft_s=ttft_s,
-        tokens_per_s=(final.eval_count or 0) / (eval_ns / NS) if eval_ns else None, request_id=request_id)
+        tokens_per_s=(final.eval_count or 0) / (eval_ns / NS) if eval_ns else None, request_id=request_id,
+        prompt_eval_s=prompt_ns / NS if prompt_ns else None, eval_s=eval_ns / NS if eval_ns else None)
 
 
 class MetricsLog:
@@ -45,6 +49,8 @@ class MetricsLog:
         self.registry = CollectorRegistry()
         self._seconds = Histogram("rag_stage_seconds", "Duration of one call, by stage", ["stage", "model"],
                                   registry=self.registry, buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self._ttft = Histogram("rag_time_to_first_token_seconds", "Time to the first streamed token", ["model"],
+                               registry=self.registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self._tokens = Counter("rag_tokens", "Tokens processed, by stage and direction",
                                ["stage", "model", "direction"], registry=self.registry)
 
@@ -52,8 +58,11 @@ class MetricsLog:
         """Keep a record and update the Prometheus metrics."""
         self.records.append(record)
         self._seconds.labels(record.stage, record.model).observe(record.duration_s)
-        self._tokens.labels(record.stage, record.model, "prompt").inc(record.prompt_tokens)
-        self._tokens.labels(record.stage, record.model, "completion").inc(record.completion_tokens)
+        if record.ttft_s is not None:
+            self._ttft.labels(record.model).observe(record.ttft_s)
+        if record.prompt_tokens or record.completion_tokens:  # a search reads no tokens: no token series for it
+            self._tokens.labels(record.stage, record.model, "prompt").inc(record.prompt_tokens)
+            self._tokens.labels(record.stage, record.model, "completion").inc(record.completion_tokens)
         return record
 
     @contextmanager
@@ -66,6 +75,27 @@ class MetricsLog:
         finally:
             record.duration_s = time.perf_counter() - start
             self.add(record)
+
+    def stream(self, chunks: Iterable, stage: str = "generate", request_id: str = "",
+               on_text: Callable[[str], object] | None = None) -> tuple[str, CallRecord]:
+        """Consume a streamed chat/generate response: (full text, its record, with time to first token).
+
+        Pass the stream straight from `client.chat(..., stream=True)`: the clock starts here, before the request.
+        """
+        start, ttft, parts, final = time.perf_counter(), None, [], None
+        for chunk in chunks:
+            text = chunk.message.content if hasattr(chunk, "message") else chunk.response
+            if text and ttft is None:
+                ttft = time.perf_counter() - start
+            parts.append(text or "")
+            if on_text and text:
+                on_text(text)
+            if chunk.done:
+                final = chunk
+        if final is None:
+            raise RuntimeError("the stream ended without a final chunk (done=True): was stream=True set?")
+        record = generation_record(stage, final, time.perf_counter() - start, ttft, request_id)
+        return "".join(parts), self.add(record)
 
     def dataframe(self) -> pd.DataFrame:
         """All records as a DataFrame, one row per call."""

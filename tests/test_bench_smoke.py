@@ -1,0 +1,85 @@
+"""The benchmarks still run: both on tiny inputs, with sane numbers and the rows their tables promise."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.chunking import minilm_tokenizer
+from helpers.corpus import load_documents, load_questions
+from helpers.index import embedding_text
+from tests.bench import retrieval, stand_in
+from tests.conftest import needs_offline
+
+THREADS = 1  # llama.cpp threads on both sides: one keeps a busy machine from stalling the smoke run
+
+
+def write_tiny_beir(folder: Path, n_docs: int = 20, n_queries: int = 5, max_chars: int = 800) -> None:
+    """A BEIR-format dataset from the workshop corpus: n_docs short documents, n_queries questions judged on them."""
+    docs = load_documents()[0][:n_docs]
+    ids = {d.id for d in docs}
+    questions = [q for q in load_questions() if q["doc_ids"] and set(q["doc_ids"]) <= ids][:n_queries]
+    assert len(questions) == n_queries
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": d.id, "title": d.title, "text": d.text[:max_chars]}) + "\n" for d in docs))
+    (folder / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": q["id"], "text": q["question"]}) + "\n" for q in questions))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q['id']}\t{d}\t1\n" for q in questions for d in q["doc_ids"]))
+
+
+@pytest.fixture(scope="module")
+def bench_stand_in() -> Iterator[str]:
+    """One private stand-in (a child process) shared by both benchmarks here."""
+    from tests.bench.common import private_stand_in
+
+    with private_stand_in(THREADS) as url:
+        yield url
+
+
+def test_limits_keep_judged_documents(tmp_path):
+    write_tiny_beir(tmp_path)
+    data = retrieval.load_dataset(tmp_path, limit_docs=3, limit_queries=2)
+    assert len(data.queries) == 2 and set(data.qrels) == set(data.queries)
+    judged = {d for q in data.qrels.values() for d in q}
+    assert judged <= {d.id for d in data.docs} and len(data.docs) <= 3 + len(judged)
+
+
+def test_whole_document_text_is_tokenised_like_mteb(tmp_path):
+    write_tiny_beir(tmp_path)
+    data = retrieval.load_dataset(tmp_path)
+    tok = minilm_tokenizer()
+    for doc, chunk in zip(data.docs, retrieval.whole_documents(data.docs)):
+        assert tok.encode(embedding_text(chunk)).ids == tok.encode(f"{doc.title} {doc.text}".strip()).ids
+
+
+@needs_offline
+def test_retrieval_bench_on_tiny_dataset(tmp_path, bench_stand_in):
+    write_tiny_beir(tmp_path / "tiny")
+    report = retrieval.run(tmp_path / "tiny", url=bench_stand_in)
+    assert report["documents"] == 20 and report["queries"] == 5
+    for r in report["results"]:
+        assert 0 <= r["ndcg10"] <= 1 and 0 <= r["recall100"] <= 1, r
+        assert r["docs_per_s"] > 0 and r["queries_per_s"] > 0
+    out = retrieval.format_report(json.loads(json.dumps(report)))  # what --json writes prints the same
+    for row in ("(a) one vector per document", "(b) workshop chunks", "nDCG@10", "recall@100", "ingest docs/s",
+                "queries/s", "wall time"):
+        assert row in out, row
+
+
+@needs_offline
+def test_stand_in_bench_one_short_round(bench_stand_in):
+    report = stand_in.run(rounds=1, num_predict=8, prompt_tokens=60, embed_chunks=8, threads=THREADS,
+                          url=bench_stand_in)
+    assert report.same_text == 1 and report.embed_max_abs_diff < 1e-5  # both sides did the same work
+    assert report.prompt_tokens[0] >= 60 and report.generated_tokens[0] == 8
+    derived = report.derived()
+    assert derived["decode_ratio"] > 0 and derived["embed_ratio"] > 0
+    out = stand_in.format_report(report)
+    for row in ("decode tokens/s", "time to first token (ms)", "embed chunks/s"):
+        line = next(line for line in out.splitlines() if line.startswith(row))
+        assert line.endswith(("PASS", "MISS")), line

@@ -4,9 +4,10 @@
 
 Both sides run on the same model files with the same settings, never at the same time: a private stand-in
 (a child process on a free port, as the workshop runs it) reached over real HTTP with the official `ollama`
-client, and a Llama / Embedder of our own in this process, called directly. Rounds alternate which side goes first; medians are reported.
-Each round uses a different prompt, the same on both sides, so each side's KV cache holds the previous
-round's prompt and both reuse the same shared prefix (the system prompt) and nothing more.
+client, and a Llama / Embedder of our own in this process, called directly. Rounds alternate which side
+goes first; medians are reported. Each round uses a different prompt, the same on both sides, so each
+side's KV cache holds the previous round's prompt and both reuse the same shared prefix (the system
+prompt) and nothing more.
 """
 
 from __future__ import annotations

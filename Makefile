@@ -51,7 +51,7 @@ lab: $(VENV)/.base
 
 test: $(VENV)/.offline
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest tests notebooks --nbmake --nbmake-timeout=600
+	$(VENV)/bin/pytest tests notebooks --nbmake --nbmake-timeout=600 --durations=30
 
 bench: $(VENV)/.offline
 	$(PY) -m tests.bench.stand_in

@@ -91,7 +91,7 @@ def check_qdrant(url: str) -> str:
     from qdrant_client import QdrantClient
 
     try:
-        info = QdrantClient(url=url, timeout=5).info()
+        info = QdrantClient(url=url, timeout=5, check_compatibility=False).info()  # info() reports the version
     except Exception as exc:  # connection refused, DNS, TLS...
         raise SetupError(f"QDRANT_URL is {url} but no Qdrant answers there ({type(exc).__name__}). "
                          "Start one (e.g. `docker run -p 6333:6333 qdrant/qdrant`) or unset QDRANT_URL "

@@ -6,6 +6,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 DATASET ?= ../shared/datasets/scifact
+# Extra JupyterLab options, e.g. make lab LAB_ARGS="--port 8890 --no-browser". As root (a container),
+# JupyterLab refuses to start without --allow-root, so it is added there.
+LAB_ARGS ?=
+ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # llama-cpp-python is built from source. On Linux x86-64, build for a portable CPU level instead of
 # -march=native: about twice as fast to compile, same run speed. Elsewhere (macOS) use its defaults.
@@ -47,7 +51,7 @@ lab: $(VENV)/.base
 		echo "No Ollama answers: using the workshop's offline stand-in."; \
 		$(MAKE) --no-print-directory install-offline && $(PY) -m helpers.offline start; \
 	fi
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(ROOT_ARGS) $(LAB_ARGS) notebooks/
 
 test: $(VENV)/.offline
 	$(VENV)/bin/ruff check .

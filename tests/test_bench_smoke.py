@@ -62,8 +62,9 @@ def test_retrieval_bench_on_tiny_dataset(tmp_path, bench_stand_in):
     write_tiny_beir(tmp_path / "tiny")
     report = retrieval.run(tmp_path / "tiny", url=bench_stand_in)
     assert report["documents"] == 20 and report["queries"] == 5
-    for r in report["results"]:
-        assert 0 <= r["ndcg10"] <= 1 and 0 <= r["recall100"] <= 1, r
+    for r in report["results"]:  # measured 0.85 (a) and 0.93 (b); a random ranking of 20 gets about 0.25
+        assert r["ndcg10"] >= 0.6, r
+        assert r["recall100"] == 1.0, r  # 20 documents < depth 100: every judged one must be ranked
         assert r["docs_per_s"] > 0 and r["queries_per_s"] > 0
     out = retrieval.format_report(json.loads(json.dumps(report)))  # what --json writes prints the same
     for row in ("(a) one vector per document", "(b) workshop chunks", "nDCG@10", "recall@100", "ingest docs/s",

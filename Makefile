@@ -17,11 +17,12 @@ ifeq ($(shell uname -s)-$(shell uname -m),Linux-x86_64)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 endif
 
-.PHONY: lab test install install-offline bench stop strip lint lock clean help
+.PHONY: lab test test-fast install install-offline bench stop strip lint lock clean help
 
 help:
 	@echo "make lab     install (first time only) and open JupyterLab on notebooks/"
 	@echo "make test    install (incl. the offline stand-in) and run unit tests + every notebook"
+	@echo "make test-fast  the fast tier only: no real models, no notebooks (seconds; base install is enough)"
 	@echo "make bench   stand-in vs direct model benchmarks, and retrieval on DATASET=$(DATASET)"
 	@echo "make stop    stop the offline stand-in server"
 
@@ -58,6 +59,10 @@ lab: $(VENV)/.base
 test: $(VENV)/.offline
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest tests notebooks --nbmake --nbmake-timeout=600 --durations=30
+
+# The fast tier: protocol tests with fake models and everything else not marked slow (tests/conftest.py).
+test-fast: $(VENV)/.base
+	$(VENV)/bin/pytest tests -m "not slow"
 
 bench: $(VENV)/.offline
 	$(PY) -m tests.bench.stand_in

@@ -52,20 +52,20 @@ def _pkg(name: str) -> str:
         return "-"
 
 
-def find_backend(settings: Settings) -> tuple[str, str, str]:
-    """(backend, host, version) of the Ollama to use, starting the stand-in when none answers."""
+def find_backend(settings: Settings) -> tuple[str, str, dict]:
+    """(backend, host, /api/version answer) of the Ollama to use, starting the stand-in when none answers."""
     if not settings.force_offline:
         info = probe_ollama(settings.ollama_host)
         if info is not None:
             backend = "stand-in" if info.get("workshop_stand_in") else "ollama"
-            return backend, settings.ollama_host, str(info.get("version"))
+            return backend, settings.ollama_host, info
     from helpers.offline.launcher import StandInError, ensure_stand_in
 
     try:
         host, _ = ensure_stand_in(settings)
     except StandInError as exc:
         raise SetupError(str(exc)) from exc
-    return "stand-in", host, str(probe_ollama(host)["version"])
+    return "stand-in", host, probe_ollama(host) or {}
 
 
 def check_models(client: ollama.Client, backend: str, wanted: list[str]) -> None:
@@ -102,7 +102,7 @@ def check_qdrant(url: str) -> str:
 def setup(quiet: bool = False) -> Config:
     """Find Ollama or start the stand-in, check models and Qdrant, print a status table."""
     settings = read_settings()
-    backend, host, ollama_version = find_backend(settings)
+    backend, host, info = find_backend(settings)
     default_chat = OLLAMA_CHAT_MODEL if backend == "ollama" else STAND_IN_CHAT_MODEL
     chat_model = settings.chat_model or default_chat
     client = ollama.Client(host=host)
@@ -115,11 +115,14 @@ def setup(quiet: bool = False) -> Config:
                  qdrant_url=settings.qdrant_url, fast=settings.fast, settings=settings)
     if not quiet:
         label = "Ollama" if backend == "ollama" else "offline stand-in (small model: weaker answers)"
-        rows = [("LLM backend", f"{label}, API {ollama_version}"), ("host", host),
+        rows = [("LLM backend", f"{label}, API {info.get('version')}"), ("host", host),
                 ("chat model", chat_model), ("embedding model", f"{settings.embed_model} ({embed_dim}-d)"),
                 ("vector store", f"Qdrant {qdrant}"), ("fast mode", "on" if settings.fast else "off"),
                 ("versions", f"python {platform.python_version()}, ollama {_pkg('ollama')}, "
                              f"qdrant-client {_pkg('qdrant-client')}")]
+        if info.get("num_predict_default"):  # the stand-in's one silent difference, said out loud
+            rows.insert(3, ("answer length", f"at most {info['num_predict_default']} tokens unless num_predict "
+                                              "is set (a real Ollama has no such cap)"))
         width = max(len(k) for k, _ in rows)
         print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     return cfg

@@ -2,33 +2,58 @@
 
 from __future__ import annotations
 
+import ast
+import doctest
+
 import pytest
 
 from helpers.config import normalize_host, read_settings
 from helpers.offline.models import SamplingOptions, StopScanner
 
 
+def client_cases() -> list[tuple[str | None, str]]:
+    """(input, expected) from the official client's own `_parse_host` docstring, so the two cannot drift apart."""
+    from ollama._client import _parse_host
+
+    cases = []
+    for example in doctest.DocTestParser().get_examples(_parse_host.__doc__):
+        call = ast.parse(example.source.strip(), mode="eval").body
+        cases.append((ast.literal_eval(call.args[0]), ast.literal_eval(example.want.strip())))
+    return cases
+
+
+def test_normalize_host_follows_the_official_client():
+    cases = client_cases()
+    assert len(cases) >= 30 and ("https://example.com", "https://example.com:443") in cases
+    for raw, url in cases:
+        assert normalize_host(raw) == url, raw
+
+
 @pytest.mark.parametrize("raw, url", [
-    (None, "http://127.0.0.1:11434"), ("", "http://127.0.0.1:11434"), ("0.0.0.0", "http://127.0.0.1:11434"),
-    ("gpu-box:8080", "http://gpu-box:8080"), ("https://ollama.example:443/", "https://ollama.example:443"),
-    ("http://10.0.0.5", "http://10.0.0.5:11434"),
+    ("0.0.0.0", "http://127.0.0.1:11434"), ("0.0.0.0:8080", "http://127.0.0.1:8080"),
+    ("https://ollama.example/", "https://ollama.example:443"), ("http://10.0.0.5", "http://10.0.0.5:80"),
+    ("gpu-box:8080/ollama/", "http://gpu-box:8080/ollama"), ("  http://h:1  ", "http://h:1"),
 ])
-def test_normalize_host(raw, url):
+def test_normalize_host_workshop_cases(raw, url):
     assert normalize_host(raw) == url
 
 
 def test_settings_read_from_environment(monkeypatch, tmp_path):
-    for key in ("OLLAMA_HOST", "CHAT_MODEL", "EMBED_MODEL", "QDRANT_URL"):
+    for key in ("OLLAMA_HOST", "CHAT_MODEL", "EMBED_MODEL", "QDRANT_URL", "WORKSHOP_STAND_IN_PORT", "WORKSHOP_FAST"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("WORKSHOP_OFFLINE", "yes")
     monkeypatch.setenv("WORKSHOP_STATE_DIR", str(tmp_path))
     s = read_settings()
-    assert s.force_offline and s.chat_model is None and s.embed_model == "all-minilm" and s.qdrant_url is None
-    assert s.state_dir == tmp_path
-    monkeypatch.setenv("QDRANT_URL", "http://localhost:6333")
+    assert s.force_offline and not s.fast and s.chat_model is None and s.embed_model == "all-minilm"
+    assert s.qdrant_url is None and s.stand_in_port == 11435 and s.ollama_host == "http://127.0.0.1:11434"
+    monkeypatch.setenv("OLLAMA_HOST", "gpu-box")  # converted, not read back: the client's rules apply
     monkeypatch.setenv("WORKSHOP_OFFLINE", "0")
+    monkeypatch.setenv("WORKSHOP_FAST", "ON")
+    monkeypatch.setenv("CHAT_MODEL", "")
+    monkeypatch.setenv("WORKSHOP_STAND_IN_PORT", "11600")
     s = read_settings()
-    assert s.qdrant_url == "http://localhost:6333" and not s.force_offline
+    assert s.ollama_host == "http://gpu-box:11434" and not s.force_offline and s.fast
+    assert s.chat_model is None and s.stand_in_port == 11600
 
 
 def feed_all(scanner: StopScanner, pieces: list[str]) -> str:

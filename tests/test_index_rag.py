@@ -1,13 +1,15 @@
-"""helpers.index and helpers.rag against real embedded Qdrant and the real models of the stand-in (no mocks)."""
+"""helpers.index and helpers.rag against real embedded Qdrant and the real models of the stand-in (no mocks).
+
+The tests that use the models are slow (tests/conftest.py marks them); the index is shared per session.
+"""
 
 from __future__ import annotations
 
 import pytest
 from qdrant_client import QdrantClient, models
 
-from helpers.chunking import chunk_documents
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
-from helpers.corpus import load_documents, load_questions
+from helpers.corpus import load_questions
 from helpers.index import VectorSizeMismatchError, ensure_collection, index_chunks, point_id
 from helpers.rag import NOT_IN_DOCS, Hit, build_messages, citations, cited_numbers, retrieve
 
@@ -16,17 +18,16 @@ CORPUS_KINDS = {"single", "numeric", "recency", "multi_doc"}
 
 
 @pytest.fixture(scope="module")
-def chunks():
-    docs, skipped = load_documents()
-    assert docs and not skipped
-    return chunk_documents(docs)
+def chunks(handbook_index):
+    """The handbook's chunks (from the session's shared index)."""
+    return handbook_index[1]
 
 
 @pytest.fixture(scope="module")
-def handbook(client, chunks):
-    """The whole corpus indexed once in embedded Qdrant."""
-    qdrant = QdrantClient(":memory:")
-    assert index_chunks(qdrant, client, COLLECTION, chunks, EMBED_MODEL) == len(chunks)
+def handbook(handbook_index):
+    """The whole corpus indexed once per session in embedded Qdrant (tests/conftest.py), read-only here."""
+    qdrant, _, name = handbook_index
+    assert name == COLLECTION
     return qdrant
 
 

@@ -7,6 +7,8 @@ import pytest
 from helpers.setup import SetupError, setup
 from tests.conftest import free_port, needs_offline
 
+pytestmark = pytest.mark.slow  # setup() starts (or reuses) the real stand-in
+
 
 @needs_offline
 def test_setup_uses_stand_in_when_forced(monkeypatch, capsys):
@@ -19,6 +21,7 @@ def test_setup_uses_stand_in_when_forced(monkeypatch, capsys):
     assert cfg.embed_dim == 384 and cfg.qdrant_url is None
     for word in ("LLM backend", "chat model", "embedding model", "vector store", "versions"):
         assert word in out
+    assert "at most 400 tokens unless num_predict is set" in out  # the stand-in's default cap, said out loud
 
 
 @needs_offline

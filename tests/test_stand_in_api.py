@@ -1,4 +1,7 @@
-"""The official `ollama` client against the offline stand-in, over real HTTP."""
+"""The official `ollama` client against the offline stand-in with its real models, over real HTTP (slow tier).
+
+tests/test_stand_in_protocol.py checks the HTTP layer itself with fake models (fast tier).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import jsonschema
 import numpy as np
 import ollama
 import pytest
+
+pytestmark = pytest.mark.slow
 
 CHAT = "smollm2:135m"
 EMBED = "all-minilm"
@@ -28,6 +33,7 @@ def test_root_and_version(stand_in):
     assert httpx.get(stand_in[0] + "/").text == "Ollama is running"
     body = httpx.get(stand_in[0] + "/api/version").json()
     assert body["version"] and body["workshop_stand_in"] is True
+    assert body["port"] == stand_in[1].server_address[1] and body["models"] == [CHAT, "all-minilm:latest"]
 
 
 def test_list_models(client):
@@ -66,11 +72,40 @@ def test_chat_streamed(client):
     assert "".join(p.message.content for p in parts).strip()
 
 
-def test_seed_and_zero_temperature_repeat(client):
-    opts = {"temperature": 0, "seed": 42, "num_predict": 15}
-    a = client.chat(model=CHAT, messages=Q, options=opts).message.content
-    b = client.chat(model=CHAT, messages=Q, options=opts).message.content
-    assert a == b
+def test_identical_request_identical_output_cold_and_warm(client):
+    """The prompt-prefix cache must not change the logits: cold, after a request sharing the prefix, repeated."""
+    system = {"role": "system", "content": "You are a helpful assistant of the station."}
+    question = [system, {"role": "user", "content": "Name three colours and say why you like them."}]
+    opts = {"temperature": 0, "seed": 42, "num_predict": 40}
+    client.chat(model=CHAT, messages=[], keep_alive=0)  # unloaded: the next request runs on a cold model
+    cold = client.chat(model=CHAT, messages=question, options=opts).message.content
+    client.chat(model=CHAT, messages=[system, {"role": "user", "content": "What is the capital of France?"}], options=opts)
+    after_shared_prefix = client.chat(model=CHAT, messages=question, options=opts).message.content
+    repeated = client.chat(model=CHAT, messages=question, options=opts).message.content
+    streamed = "".join(p.message.content for p in client.chat(model=CHAT, messages=question, options=opts, stream=True))
+    assert cold == after_shared_prefix == repeated == streamed  # main gave a different `repeated`
+
+
+def test_seed_at_temperature_above_zero(client):
+    """Sampling with a seed: the same seed gives the same text, other seeds other text."""
+    def sample(seed: int) -> str:
+        return client.chat(model=CHAT, messages=[{"role": "user", "content": "Write a short poem about the sea."}],
+                           options={"temperature": 0.9, "seed": seed, "num_predict": 40}).message.content
+
+    first = sample(1)
+    assert sample(1) == first
+    assert {sample(2), sample(3)} - {first}, "other seeds gave the same text"
+
+
+def test_no_default_system_prompt_is_injected(stand_in, client):
+    """"Hello" costs its own tokens and the template's, not SmolLM2's default system prompt (main: 31 tokens)."""
+    model, _ = stand_in[1].registry.models[CHAT].get()
+    prompt = model.chat_prompt([{"role": "user", "content": "Hello"}], 4096)
+    assert prompt == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+    r = client.chat(model=CHAT, messages=[{"role": "user", "content": "Hello"}], options={"num_predict": 1})
+    assert r.prompt_eval_count == model.count(prompt) <= 12
+    with_system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    assert model.chat_prompt(with_system, 4096).startswith("<|im_start|>system\nBe brief.<|im_end|>")
 
 
 def test_num_predict_caps_length(client):
@@ -134,6 +169,7 @@ def test_unknown_model_is_404_naming_served_models(client):
         client.chat(model="llama3.2:3b", messages=Q)
     assert err.value.status_code == 404
     assert CHAT in err.value.error and "ollama pull llama3.2:3b" in err.value.error
+    assert "unset WORKSHOP_OFFLINE" not in err.value.error
 
 
 def test_wrong_kind_of_model_is_400(client):
@@ -185,7 +221,7 @@ def test_concurrent_requests_are_queued_not_dropped(client):
 
 def test_hang_up_mid_stream_stops_generation(stand_in, client):
     url, server = stand_in
-    lock = server.RequestHandlerClass.registry.models[CHAT].lock
+    lock = server.registry.models[CHAT].lock
     body = {"model": CHAT, "messages": [{"role": "user", "content": "Tell a very long story."}],
             "options": {"num_predict": 3000}}
     with httpx.stream("POST", url + "/api/chat", json=body, timeout=30) as r:

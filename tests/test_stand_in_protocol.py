@@ -150,8 +150,25 @@ def wait_until(condition, timeout: float = 5.0) -> bool:
 # ---- streaming, errors, cancellation -----------------------------------------------------------------
 
 
+def outward_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None without a network."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: routing only
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
 def test_binds_loopback_only(fake):
+    port = fake[1].server_address[1]
     assert fake[1].server_address[0] == "127.0.0.1"
+    address = outward_address()
+    if address is None:
+        pytest.skip("no non-loopback address on this machine")
+    with pytest.raises(OSError):
+        socket.create_connection((address, port), timeout=2).close()
 
 
 def test_version_says_who_it_is(fake):

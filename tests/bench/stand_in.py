@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-import llama_cpp
 import numpy as np
 import ollama
 
@@ -130,9 +129,11 @@ class DirectChat:
     """A ChatModel of our own (the stand-in's GGUF, n_ctx, threads, template) whose Llama we call directly."""
 
     def __init__(self, threads: int | None = None) -> None:
+        import llama_cpp  # here, not at the top: a base install (no llama.cpp) still collects the smoke test
+
         self.model = ChatModel(threads=threads)
         self.llm = self.model.llm
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(self.llm.model), token))
 
     def settings(self) -> str:
         """The llama.cpp settings that matter for speed."""
@@ -156,7 +157,7 @@ class DirectChat:
                                    repeat_penalty=SAMPLING["repeat_penalty"])
         try:
             for token in stream:
-                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                if self.is_eog(token):
                     break
                 piece = decoder.decode(self.llm.detokenize([token]))
                 n += 1

@@ -73,8 +73,8 @@ def test_chat_streamed(client):
 
 
 def test_identical_request_identical_output_cold_and_warm(client):
-    """The prompt-prefix cache must not change the logits: cold, after a request sharing the prefix, repeated."""
-    system = {"role": "system", "content": "You are a helpful assistant of the station."}
+    """The prompt cache must not change the logits: cold, after a request sharing a long prefix, repeated."""
+    system = {"role": "system", "content": "You are the assistant of Halvorsen Ridge Station. " * 12}  # >128 tokens
     question = [system, {"role": "user", "content": "Name three colours and say why you like them."}]
     opts = {"temperature": 0, "seed": 42, "num_predict": 40}
     client.chat(model=CHAT, messages=[], keep_alive=0)  # unloaded: the next request runs on a cold model

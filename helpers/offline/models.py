@@ -22,6 +22,7 @@ import numpy as np
 EMBED_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence-transformers max_seq_length
 EMBED_DIM = 384
 DEFAULT_NUM_CTX = 4096
+PROMPT_BLOCK = 64  # prompts are evaluated in blocks of this many tokens (see ChatModel._evaluate)
 STAND_IN_NUM_PREDICT = 400  # cap when a request sets no num_predict (a 135M model can ramble)
 # A chat template block that adds the model maker's own system prompt when a chat has none (SmolLM2's:
 # "You are a helpful AI assistant named SmolLM, ..."). Ollama's templates add no system prompt there.
@@ -290,9 +291,7 @@ class ChatModel:
         limit = opts.num_predict if opts.num_predict is not None else STAND_IN_NUM_PREDICT
         limit = budget - len(tokens) if limit < 0 else min(limit, budget - len(tokens))
         self.llm.set_seed(opts.seed if opts.seed is not None else random.randrange(2**31))
-        # Evaluate the whole prompt every time: reusing a cached prefix changes the logits slightly, so the
-        # same request would not give the same text cold and warm (see the README's repeatability note).
-        self.llm.reset()
+        self._evaluate(tokens)
         scanner = StopScanner(opts.stop + self.template_stops)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         started = time.perf_counter_ns()
@@ -300,9 +299,9 @@ class ChatModel:
         stats.done_reason = "length"
         if limit <= 0:
             return
-        tokens_out = self.llm.generate(
-            tokens, top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
-            repeat_penalty=opts.repeat_penalty, grammar=grammar, reset=True,
+        tokens_out = self.llm.generate(  # the prompt is evaluated: sample from its last logits on
+            [], top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
+            repeat_penalty=opts.repeat_penalty, grammar=grammar, reset=False,
         )
         try:
             for token in tokens_out:
@@ -330,6 +329,26 @@ class ChatModel:
             yield tail
         if first is not None:
             stats.eval_duration = time.perf_counter_ns() - first
+
+    def _evaluate(self, tokens: list[int]) -> None:
+        """Evaluate the prompt in blocks of PROMPT_BLOCK tokens counted from its start, reusing cached blocks.
+
+        The logits of a token depend (in the last bits) on how the prompt was cut into batches. llama.cpp's
+        own prefix reuse cuts wherever the previous prompt diverged, so an identical request gave other
+        text cold and warm. Here every prompt is cut at the same places, and only whole blocks shared with
+        the previous prompt are reused: the same request computes the same numbers, cached or not.
+        """
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        common = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            common += 1
+        keep = min(common // PROMPT_BLOCK, (len(tokens) - 1) // PROMPT_BLOCK) * PROMPT_BLOCK
+        llm.n_tokens = keep  # eval() drops the KV cache from here on
+        for start in range(keep, len(tokens), PROMPT_BLOCK):
+            llm.eval(tokens[start : start + PROMPT_BLOCK])
 
     def close(self) -> None:
         """Free the model's memory (keep_alive 0 unloads it)."""

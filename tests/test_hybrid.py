@@ -176,7 +176,7 @@ def test_hybrid_retrieve_finds_a_code_and_keeps_the_filter(handbook, client):
 def test_reranker_keeps_exactly_the_candidates_it_was_given(handbook, client):
     qdrant, *_ = handbook
     question = "Which form do I use to report an incident?"
-    candidates = retrieve(qdrant, client, "handbook", EMBED_MODEL, question, k=6, hybrid=True)
+    candidates = retrieve(qdrant, client, "handbook", EMBED_MODEL, question, k=4, hybrid=True)
     reranked = rerank(client, STAND_IN_CHAT_MODEL, question, candidates)
     assert sorted(h.chunk_id for h in reranked) == sorted(h.chunk_id for h in candidates)  # none invented or dropped
     assert len(reranked) == len(candidates)

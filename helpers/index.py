@@ -1,4 +1,5 @@
-"""Embed chunks and keep them in Qdrant. embed_texts taught in 04_embeddings.ipynb; the rest in 05_vector-search.ipynb."""
+"""Embed chunks and keep them in Qdrant. embed_texts taught in 04_embeddings.ipynb; the rest in 05_vector-search.ipynb
+(the BM25 text index that ensure_collection adds: 11_hybrid-search.ipynb)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from qdrant_client import QdrantClient, models
 from tqdm.auto import tqdm
 
 from helpers.chunking import Chunk
+from helpers.hybrid import TEXT_FIELD, TEXT_INDEX
 
 ID_NAMESPACE = uuid.UUID("6f1c2a4e-9b7d-4e1a-8c3f-2d5e7a9b0c1d")  # fixed: the same chunk id gives the same point id
 
@@ -50,21 +52,33 @@ def embedding_text(chunk: Chunk) -> str:
 
 def ensure_collection(qdrant: QdrantClient, name: str, size: int,
                       distance: models.Distance = models.Distance.COSINE) -> None:
-    """Create the collection if missing; raise VectorSizeMismatchError if it exists with another size."""
+    """Create the collection if missing (with the BM25 text index); raise VectorSizeMismatchError on another size."""
     if qdrant.collection_exists(name):
-        vectors = qdrant.get_collection(name).config.params.vectors
+        info = qdrant.get_collection(name)
+        vectors = info.config.params.vectors
         existing = vectors.size if isinstance(vectors, models.VectorParams) else None
         if existing != size:
             raise VectorSizeMismatchError(
                 f"Collection {name!r} holds {existing}-d vectors but the embedding model makes {size}-d vectors "
                 f"(did EMBED_MODEL change?). Delete it with qdrant.delete_collection({name!r}) and index again, "
                 "or use a new collection name.")
+        ensure_text_index(qdrant, name, info.payload_schema)  # an older collection gets its BM25 index here
         return
     qdrant.create_collection(name, vectors_config=models.VectorParams(size=size, distance=distance))
     with warnings.catch_warnings():  # embedded Qdrant ignores payload indexes (and says so); a server uses them
         warnings.simplefilter("ignore", UserWarning)
         for key, schema in PAYLOAD_INDEXES.items():
             qdrant.create_payload_index(name, key, field_schema=schema)
+    ensure_text_index(qdrant, name, {})
+
+
+def ensure_text_index(qdrant: QdrantClient, name: str, schema: dict | None = None) -> None:
+    """Create the BM25 full-text index on the chunk text unless the collection's payload schema shows it."""
+    info = (schema if schema is not None else qdrant.get_collection(name).payload_schema).get(TEXT_FIELD)
+    params = getattr(info, "params", None)
+    if isinstance(params, models.TextIndexParams) and params.scoring:
+        return  # a server reports its indexes; embedded Qdrant reports none, and creating it again costs nothing
+    qdrant.create_payload_index(name, TEXT_FIELD, field_schema=TEXT_INDEX, wait=True)
 
 
 def chunk_payload(chunk: Chunk) -> dict:
@@ -75,6 +89,11 @@ def chunk_payload(chunk: Chunk) -> dict:
             "tags": meta.get("tags", []), "section": meta.get("section", "")}
 
 
+def index_payload(chunk: Chunk) -> dict:
+    """chunk_payload plus the text BM25 reads (title + chunk text, as embedded): what index_chunks stores."""
+    return {**chunk_payload(chunk), TEXT_FIELD: embedding_text(chunk)}
+
+
 def index_chunks(qdrant: QdrantClient, client: ollama.Client, collection: str, chunks: Sequence[Chunk],
                  embed_model: str, batch_size: int = 32, progress: bool = False) -> int:
     """Embed and upsert chunks with deterministic ids; drop a document's stale tail chunks. Returns points written."""
@@ -82,7 +101,7 @@ def index_chunks(qdrant: QdrantClient, client: ollama.Client, collection: str, c
     if not vectors:
         return 0
     ensure_collection(qdrant, collection, len(vectors[0]))
-    points = [models.PointStruct(id=point_id(c.id), vector=v, payload=chunk_payload(c)) for c, v in zip(chunks, vectors)]
+    points = [models.PointStruct(id=point_id(c.id), vector=v, payload=index_payload(c)) for c, v in zip(chunks, vectors)]
     for start in range(0, len(points), 256):
         qdrant.upsert(collection, points=points[start : start + 256], wait=True)
     counts: dict[str, int] = {}

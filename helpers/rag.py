@@ -1,4 +1,4 @@
-"""Retrieve chunks and build a grounded, citable prompt. Taught in 06_rag.ipynb."""
+"""Retrieve chunks and build a grounded, citable prompt. Taught in 06_rag.ipynb (hybrid=True: 11_hybrid-search.ipynb)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import ollama
 from qdrant_client import QdrantClient, models
+
+from helpers.hybrid import hybrid_points
 
 NOT_IN_DOCS = "The documents don't say."
 
@@ -31,12 +33,21 @@ class Hit:
 
 
 def retrieve(qdrant: QdrantClient, client: ollama.Client, collection: str, embed_model: str, query: str,
-             k: int = 5, query_filter: models.Filter | None = None) -> list[Hit]:
-    """Embed the query and return the k most similar chunks, best first."""
+             k: int = 5, query_filter: models.Filter | None = None, hybrid: bool = False) -> list[Hit]:
+    """Embed the query and return the k most similar chunks, best first (hybrid=True: dense + BM25 fused by RRF)."""
     vector = client.embed(model=embed_model, input=query).embeddings[0]
-    points = qdrant.query_points(collection, query=vector, limit=k, query_filter=query_filter, with_payload=True).points
-    return [Hit(p.payload["chunk_id"], p.payload["doc_id"], p.payload.get("title") or "", p.payload["text"],
-                p.score, p.payload) for p in points]
+    if hybrid:
+        points = hybrid_points(qdrant, collection, vector, query, k=k, query_filter=query_filter)
+    else:
+        points = qdrant.query_points(collection, query=vector, limit=k, query_filter=query_filter,
+                                     with_payload=True).points
+    return [to_hit(p) for p in points]
+
+
+def to_hit(point: models.ScoredPoint) -> Hit:
+    """A Qdrant point (with payload) as a Hit."""
+    p = point.payload
+    return Hit(p["chunk_id"], p["doc_id"], p.get("title") or "", p["text"], point.score, p)
 
 
 def format_sources(hits: list[Hit]) -> str:

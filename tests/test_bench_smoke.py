@@ -58,18 +58,38 @@ def test_whole_document_text_is_tokenised_like_mteb(tmp_path):
 
 
 @needs_offline
-def test_retrieval_bench_on_tiny_dataset(tmp_path, bench_stand_in):
+def test_retrieval_bench_on_tiny_dataset(tmp_path, bench_stand_in, monkeypatch):
+    monkeypatch.setenv("WORKSHOP_STATE_DIR", str(tmp_path / "state"))  # the embedding cache goes here
     write_tiny_beir(tmp_path / "tiny")
     report = retrieval.run(tmp_path / "tiny", url=bench_stand_in)
     assert report["documents"] == 20 and report["queries"] == 5
+    names = [r["name"][:3] for r in report["results"]]
+    assert names == ["(a)", "(b)", "(c)", "(d)"]
     for r in report["results"]:  # measured 0.85 (a) and 0.93 (b); a random ranking of 20 gets about 0.25
         assert r["ndcg10"] >= 0.6, r
-        assert r["recall100"] == 1.0, r  # 20 documents < depth 100: every judged one must be ranked
-        assert r["docs_per_s"] > 0 and r["queries_per_s"] > 0
+        assert r["docs_per_s"] > 0 and r["queries_per_s"] > 0 and not r["cached"]
+        if r["name"][:3] != "(c)":  # BM25 ranks only documents sharing a word with the query; the rest rank all 20
+            assert r["recall100"] == 1.0, r
+    check = report["fusion_check"]
+    assert check["queries"] == 5 and check["ndcg10_qdrant"] == pytest.approx(check["ndcg10_rrf"], abs=0.05)
     out = retrieval.format_report(json.loads(json.dumps(report)))  # what --json writes prints the same
-    for row in ("(a) one vector per document", "(b) workshop chunks", "nDCG@10", "recall@100", "ingest docs/s",
-                "queries/s", "wall time"):
+    for row in ("(a) one vector per document", "(b) workshop chunks", "(c) BM25", "(d) hybrid", "nDCG@10",
+                "recall@100", "ingest docs/s", "queries/s", "wall time", "Qdrant's own fusion"):
         assert row in out, row
+    again = retrieval.run(tmp_path / "tiny", url=bench_stand_in, skip_whole=True)  # embeddings from the cache now
+    assert [r["cached"] for r in again["results"]] == [True] * 3
+    assert [r["ndcg10"] for r in again["results"]] == pytest.approx([r["ndcg10"] for r in report["results"][1:]])
+    assert "cached" in retrieval.format_report(again)
+
+
+def test_embedding_cache_is_keyed_by_model_backend_and_texts(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKSHOP_STATE_DIR", str(tmp_path))
+    data = retrieval.Dataset("tiny", [], {}, {})
+    one = retrieval.cache_file(data, "all-minilm", "stand-in", "b", ["a", "b"])
+    assert one == retrieval.cache_file(data, "all-minilm", "stand-in", "b", ["a", "b"])
+    assert one != retrieval.cache_file(data, "all-minilm", "stand-in", "b", ["a", "c"])
+    assert one != retrieval.cache_file(data, "other", "stand-in", "b", ["a", "b"])
+    assert one.parent == tmp_path / "bench-cache"
 
 
 @needs_offline

@@ -48,6 +48,7 @@ MAX_QUESTION_CHARS = 2000
 OPTIONS = {"temperature": 0, "seed": 42, "num_predict": 120, "num_ctx": 4096}
 BATCH_S = 0.05  # token pieces that arrive within 50 ms go out as one SSE event
 BACKEND_DOWN = (ConnectionError, httpx.TransportError)
+CLOSING: set[asyncio.Task] = set()  # model streams being closed after a hang-up
 
 
 class Question(BaseModel):
@@ -134,7 +135,7 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
     """Stream token batches, then sources and done; store the turn only once it is complete."""
     pieces: list[str] = []
     batch: list[str] = []
-    final, ttft, last_sent, stored, outcome = None, None, 0.0, [], "error"
+    final, ttft, last_sent, stored, outcome, stream = None, None, 0.0, [], "error", None
     generate_start = time.perf_counter()
     try:
         stream = await svc.aclient.chat(model=svc.cfg.chat_model, messages=messages, stream=True, options=svc.options)
@@ -169,7 +170,7 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
                            "ttft_s": ttft, "total_s": time.perf_counter() - started,
                            "tokens_per_s": record.tokens_per_s, "request_id": request_id})
         outcome = "ok"
-    except asyncio.CancelledError:  # the client hung up: uvicorn cancels this generator, the model stream closes
+    except (asyncio.CancelledError, GeneratorExit):  # the client hung up: the response is cancelled or closed
         outcome = "disconnected"
         if not stored:
             svc.history.add_failed(chat_id, question, "the client disconnected before the answer was complete")
@@ -183,6 +184,10 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
                             "request_id": request_id})
     finally:
         svc.turns.labels(outcome).inc()
+        if stream is not None:  # closing the model's stream hangs up on the backend, which stops generating
+            task = asyncio.get_running_loop().create_task(stream.aclose())
+            CLOSING.add(task)  # keep a reference until it is done
+            task.add_done_callback(CLOSING.discard)
 
 
 def health(svc: Service) -> dict[str, str]:

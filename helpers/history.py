@@ -128,6 +128,7 @@ class PostgresHistoryStore(HistoryStore):
     def __init__(self, url: str) -> None:
         import psycopg
 
+        self.url = url
         self.path = Path(url.split("@")[-1])  # for display only: no password
         self.lock = threading.Lock()
         self.db = psycopg.connect(url, autocommit=True)  # reads need no transaction; writes open one

@@ -199,7 +199,9 @@ class CuttingProxy:
             while data := up.recv(4096):
                 if limit is not None and sent + len(data) > limit:
                     conn.sendall(data[: limit - sent])
-                    return  # closing both sockets mid-body
+                    for s in (conn, up):  # shutdown, not just close: it wakes the pump thread and sends the FIN
+                        s.shutdown(socket.SHUT_RDWR)
+                    return
                 conn.sendall(data)
                 sent += len(data)
 

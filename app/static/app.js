@@ -97,7 +97,7 @@ async function ask(question) {
           showSources(data.sources);
         } else if (event === "done") {
           $("status").textContent = `${data.completion_tokens} tokens, first after ${data.ttft_s.toFixed(2)} s, ` +
-            `${(data.tokens_per_s || 0).toFixed(0)} tokens/s, ${data.total_s.toFixed(1)} s in all`;
+            `${(data.tokens_per_s || 0).toFixed(1)} tokens/s, ${data.total_s.toFixed(1)} s in all`;
         } else if (event === "error") {
           throw new Error(data.message);
         }

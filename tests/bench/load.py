@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chats", type=int, default=16)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--num-predict", type=int, default=48, help="answer tokens at most, per turn")
+    parser.add_argument("--k", type=int, default=4, help="chunks retrieved per question (the app's default: 4)")
     parser.add_argument("--baseline", type=int, default=3, help="single-stream generations measured first")
     parser.add_argument("--deadline", type=float, default=1800, help="seconds the load run may take at most")
     args = parser.parse_args(argv)
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     with private_stand_in() as stand_in, tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         history = HistoryStore(Path(tmp) / "history.sqlite")
         service = create_app(stand_in_config(stand_in), history=history, options={"num_predict": args.num_predict})
+        service.state.service.k = args.k
         with BackgroundServer(service) as server:
             progress(f"app ready in {service.state.service.startup_s:.1f} s (indexing the handbook); "
                      f"single-stream baseline over {args.baseline} generations")
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens = sum(r["done"]["completion_tokens"] for r in results if r["done"])
     sent = len(results)
     tps_server = tokens / wall
-    rows = [("chats x turns", f"{args.chats} x {args.turns} (answers of at most {args.num_predict} tokens)"),
+    rows = [("chats x turns", f"{args.chats} x {args.turns} (k={args.k}, answers of at most {args.num_predict} tokens)"),
             ("errors", f"{len(errors)} (must be 0)"),
             ("turns stored / sent", f"{stored} / {sent} (must be equal); failed rows {failed}"),
             ("time to first token p50 / p95", f"{statistics.median(ttfts):.1f} s / {percentile(ttfts, 95):.1f} s"),

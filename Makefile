@@ -17,13 +17,15 @@ ifeq ($(shell uname -s)-$(shell uname -m),Linux-x86_64)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 endif
 
-.PHONY: lab test test-fast install install-offline bench stop strip lint lock clean help
+.PHONY: lab test test-fast install install-offline bench bench-load serve stop strip lint lock clean help
 
 help:
 	@echo "make lab     install (first time only) and open JupyterLab on notebooks/"
 	@echo "make test    install (incl. the offline stand-in) and run unit tests + every notebook"
 	@echo "make test-fast  the fast tier only: no real models, no notebooks (seconds; base install is enough)"
 	@echo "make bench   stand-in vs direct model benchmarks, and retrieval on DATASET=$(DATASET)"
+	@echo "make serve   serve the chat app (lesson 12) on http://127.0.0.1:8000/ (SERVE_ARGS=\"--port 8001\")"
+	@echo "make bench-load  16 concurrent chats x 3 turns against the served app (LOAD_ARGS=\"--chats 4\")"
 	@echo "make stop    stop the offline stand-in server"
 
 $(VENV)/.base: requirements/base.txt requirements/models-base.txt pyproject.toml
@@ -67,6 +69,16 @@ test-fast: $(VENV)/.base
 bench: $(VENV)/.offline
 	$(PY) -m tests.bench.stand_in
 	$(PY) -m tests.bench.retrieval $(DATASET)
+
+# Lesson 12: the chat as a web service (FastAPI + uvicorn); setup() finds Ollama or starts the stand-in first.
+SERVE_ARGS ?=
+serve: $(VENV)/.base
+	@$(PYTHON) -m helpers.config --ollama-up >/dev/null || $(MAKE) --no-print-directory install-offline
+	$(PY) -m app $(SERVE_ARGS)
+
+LOAD_ARGS ?=
+bench-load: $(VENV)/.offline
+	$(PY) -m tests.bench.load $(LOAD_ARGS)
 
 stop:
 	@$(PY) -m helpers.offline stop

@@ -69,6 +69,7 @@ class Settings:
     stand_in_port: int
     chat_gguf: str | None  # WORKSHOP_CHAT_GGUF: serve this GGUF file instead of SmolLM2
     state_dir: Path  # logs, pid file, SQLite history, caches (gitignored)
+    history_url: str | None = None  # HISTORY_URL: postgresql://... for the served app's history; None: SQLite
 
 
 def read_settings() -> Settings:
@@ -84,6 +85,7 @@ def read_settings() -> Settings:
         stand_in_port=int(env.get("WORKSHOP_STAND_IN_PORT") or DEFAULT_STAND_IN_PORT),
         chat_gguf=env.get("WORKSHOP_CHAT_GGUF") or None,
         state_dir=Path(env.get("WORKSHOP_STATE_DIR") or REPO_ROOT / ".workshop"),
+        history_url=env.get("HISTORY_URL") or None,
     )
 
 

@@ -1,11 +1,16 @@
-"""Conversation history kept in SQLite, bounded for the prompt, and follow-up rewriting. Taught in 07_history.ipynb."""
+"""Conversation history kept in SQLite (or PostgreSQL), bounded for the prompt, and follow-up rewriting.
+
+Taught in 07_history.ipynb; the PostgreSQL store and failed turns in 12_serve.ipynb.
+"""
 
 from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,43 +32,121 @@ STOPWORDS = frozenset(
 
 
 class HistoryStore:
-    """Messages per chat id in a SQLite file: every write is committed, so a kernel restart loses nothing."""
+    """Messages per chat id in a SQLite file: every write is committed, so a kernel restart loses nothing.
+
+    One table, `messages (id, chat_id, role, message, status, created_at)`, the same in SQLite and PostgreSQL
+    (PostgresHistoryStore, taught in 12_serve.ipynb). `status` is 'ok', or 'failed' for a turn that did not complete:
+    failed rows are kept for the record but never returned by `messages()`, so no half-written turn reaches a prompt.
+    """
+
+    placeholder = "?"
+    id_column = "id INTEGER PRIMARY KEY AUTOINCREMENT"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()  # one connection, shared by a server's threads: one statement at a time
         self.db = sqlite3.connect(self.path, check_same_thread=False)
+        columns = [row[1] for row in self.db.execute("PRAGMA table_info(messages)")]
         with self.db:
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id TEXT NOT NULL,"
-                " role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')), content TEXT NOT NULL,"
-                " created_at TEXT NOT NULL)")
-            self.db.execute("CREATE INDEX IF NOT EXISTS messages_chat ON messages (chat_id, id)")
+            if "content" in columns:  # a file from before the column was named `message`
+                self.db.execute("ALTER TABLE messages RENAME COLUMN content TO message")
+            if columns and "status" not in columns:
+                self.db.execute("ALTER TABLE messages ADD COLUMN status TEXT NOT NULL DEFAULT 'ok'")
+            self._create()
+
+    def _create(self) -> None:
+        """The table and its index, if missing."""
+        self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS messages ({self.id_column}, chat_id TEXT NOT NULL,"
+            " role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')), message TEXT NOT NULL,"
+            " status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'failed')), created_at TEXT NOT NULL)")
+        self.db.execute("CREATE INDEX IF NOT EXISTS messages_chat ON messages (chat_id, id)")
+
+    def _transaction(self) -> AbstractContextManager:
+        """Commit on success, roll back on error (sqlite3's connection context)."""
+        return self.db
+
+    def _write(self, rows: list[tuple[str, str, str, str]]) -> None:
+        """Insert (chat_id, role, message, status) rows in one transaction: all of them or none."""
+        sql = "INSERT INTO messages (chat_id, role, message, status, created_at) VALUES ({})".format(
+            ", ".join([self.placeholder] * 5))
+        now = datetime.now(UTC).isoformat()
+        with self.lock, self._transaction():
+            for row in rows:
+                self.db.execute(sql, (*row, now))
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of a query (placeholders written as ?)."""
+        with self.lock:
+            return list(self.db.execute(sql.replace("?", self.placeholder), params))
 
     def add(self, chat_id: str, role: str, content: str) -> None:
         """Append one message to a chat (committed at once)."""
-        with self.db:
-            self.db.execute("INSERT INTO messages (chat_id, role, content, created_at) VALUES (?, ?, ?, ?)",
-                            (chat_id, role, content, datetime.now(UTC).isoformat()))
+        self._write([(chat_id, role, content, "ok")])
+
+    def add_turn(self, chat_id: str, question: str, answer: str) -> None:
+        """Store a complete turn, question and answer, in one transaction."""
+        self._write([(chat_id, "user", question, "ok"), (chat_id, "assistant", answer, "ok")])
+
+    def add_failed(self, chat_id: str, question: str, reason: str) -> None:
+        """Record a turn that did not complete (question + why), kept out of the conversation."""
+        self._write([(chat_id, "user", question, "failed"), (chat_id, "assistant", reason, "failed")])
 
     def messages(self, chat_id: str) -> list[dict]:
         """A chat's messages, oldest first, as {"role", "content"} dicts ready for ollama.chat."""
-        rows = self.db.execute("SELECT role, content FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
+        rows = self._read("SELECT role, message FROM messages WHERE chat_id = ? AND status = 'ok' ORDER BY id",
+                          (chat_id,))
         return [{"role": role, "content": content} for role, content in rows]
+
+    def rows(self, chat_id: str) -> list[dict]:
+        """Every stored row of a chat, failed ones included, with status and time."""
+        rows = self._read("SELECT role, message, status, created_at FROM messages WHERE chat_id = ? ORDER BY id",
+                          (chat_id,))
+        return [{"role": r, "content": m, "status": s, "created_at": str(t)} for r, m, s, t in rows]
 
     def chat_ids(self) -> list[str]:
         """Every chat id, most recently active first."""
-        rows = self.db.execute("SELECT chat_id FROM messages GROUP BY chat_id ORDER BY MAX(id) DESC")
-        return [r[0] for r in rows]
+        return [r[0] for r in self._read("SELECT chat_id FROM messages GROUP BY chat_id ORDER BY MAX(id) DESC")]
 
-    def delete(self, chat_id: str) -> None:
-        """Forget a chat."""
-        with self.db:
-            self.db.execute("DELETE FROM messages WHERE chat_id = ?", (chat_id,))
+    def delete(self, chat_id: str) -> int:
+        """Forget a chat; returns how many rows were deleted."""
+        with self.lock, self._transaction():
+            return self.db.execute(f"DELETE FROM messages WHERE chat_id = {self.placeholder}", (chat_id,)).rowcount
 
     def close(self) -> None:
-        """Close the database file."""
+        """Close the database connection."""
         self.db.close()
+
+
+class PostgresHistoryStore(HistoryStore):
+    """The same table in PostgreSQL (psycopg 3), so several app processes share one history. Taught in 12_serve.ipynb."""
+
+    placeholder = "%s"
+    id_column = "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.url = url
+        self.path = Path(url.split("@")[-1])  # for display only: no password
+        self.lock = threading.Lock()
+        self.db = psycopg.connect(url, autocommit=True)  # reads need no transaction; writes open one
+        with self.lock, self._transaction():
+            self.db.execute("SELECT pg_advisory_xact_lock(7012)")  # two processes starting at once: one creates
+            self._create()
+
+    def _transaction(self) -> AbstractContextManager:
+        """A psycopg transaction block (a connection's own `with` would close it)."""
+        return self.db.transaction()
+
+
+def open_history(target: str | Path) -> HistoryStore:
+    """A HistoryStore for a SQLite path, or a PostgresHistoryStore for a postgresql:// URL. Taught in 12_serve.ipynb."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        return PostgresHistoryStore(text)
+    return HistoryStore(text.removeprefix("sqlite:///"))
 
 
 def new_chat_id() -> str:

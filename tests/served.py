@@ -1,0 +1,61 @@
+"""Shared by the service tests, the page test and the load benchmark: the app served on 127.0.0.1 over real HTTP."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+
+import httpx
+from qdrant_client import QdrantClient
+
+from helpers.config import STAND_IN_CHAT_MODEL, read_settings
+from helpers.setup import Config
+
+
+def stand_in_config(host: str) -> Config:
+    """A Config for a stand-in (or any Ollama API) at host, as setup() would make it."""
+    settings = read_settings()
+    return Config(backend="stand-in", ollama_host=host, chat_model=STAND_IN_CHAT_MODEL, embed_model=settings.embed_model,
+                  embed_dim=384, qdrant_url=None, fast=settings.fast, settings=settings)
+
+
+@functools.cache
+def indexed_qdrant(host: str) -> QdrantClient:
+    """Embedded Qdrant with the handbook indexed through the stand-in at host, built once per test session."""
+    from app.service import Service, ensure_index
+    from helpers.history import HistoryStore
+
+    qdrant = QdrantClient(":memory:")
+    svc = Service(cfg=stand_in_config(host), qdrant=qdrant, history=HistoryStore(":memory:"))
+    ensure_index(svc)
+    return qdrant
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
+    """(event, data) pairs from the lines of a text/event-stream body; each frame ends with a blank line."""
+    event, data = None, []
+    for line in lines:
+        if line == "":
+            if event is not None or data:
+                yield event or "message", json.loads("".join(data) or "{}")
+            event, data = None, []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        else:
+            raise AssertionError(f"not an SSE line: {line!r}")
+
+
+def ask(http: httpx.Client, chat_id: str, question: str) -> list[tuple[str, dict]]:
+    """POST one question and collect every SSE event of the answer."""
+    with http.stream("POST", f"/chat/{chat_id}", json={"question": question}) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return list(parse_sse(response.iter_lines()))
+
+
+def chat_queue(server: object, model: str = STAND_IN_CHAT_MODEL) -> int:
+    """Requests holding or waiting for the in-process stand-in's chat model."""
+    return server.RequestHandlerClass.registry.models[model].lock.waiting

@@ -1,0 +1,196 @@
+"""The history table on both stores: SQLite (lesson 07) and a real PostgreSQL server started in a temp folder.
+
+PostgreSQL refuses to run as root, so as root the fixture runs initdb/pg_ctl as the `postgres` user (runuser).
+Without PostgreSQL installed the PostgreSQL tests skip with how to run them, except in CI (env CI set): there they fail.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers.history import HistoryStore, PostgresHistoryStore, open_history
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pg_tool(name: str) -> str | None:
+    """initdb / pg_ctl on PATH, or in Debian's /usr/lib/postgresql/<version>/bin."""
+    return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """postgresql://... of a throwaway PostgreSQL server on 127.0.0.1, stopped (fast) at the end of the session."""
+    initdb, pg_ctl = pg_tool("initdb"), pg_tool("pg_ctl")
+    if not (initdb and pg_ctl):
+        message = ("PostgreSQL is not installed (no initdb/pg_ctl): install it (Debian/Ubuntu: `apt-get install "
+                   "postgresql`, macOS: `brew install postgresql`) to run the PostgreSQL history tests")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    base = Path(tempfile.mkdtemp(prefix="workshop-pg-"))
+    as_root = os.geteuid() == 0
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        argv = ["runuser", "-u", "postgres", "--", *cmd] if as_root else list(cmd)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+    if as_root:
+        shutil.chown(base, "postgres", "postgres")
+    port = free_port()
+    done = run(initdb, "-D", f"{base}/data", "-A", "trust", "-U", "postgres")
+    assert done.returncode == 0, done.stderr
+    done = run(pg_ctl, "-D", f"{base}/data", "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
+               "-l", f"{base}/log", "-w", "start")
+    assert done.returncode == 0, done.stderr + (base / "log").read_text()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run(pg_ctl, "-D", f"{base}/data", "-m", "fast", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fresh_postgres(url: str) -> PostgresHistoryStore:
+    """A PostgresHistoryStore on an empty messages table."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS messages")
+    return PostgresHistoryStore(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def store(request, tmp_path):
+    """Each store, on an empty table."""
+    if request.param == "sqlite":
+        s = HistoryStore(tmp_path / "history.sqlite")
+    else:
+        s = fresh_postgres(request.getfixturevalue("postgres_url"))
+    yield s
+    s.close()
+
+
+def reopen(s: HistoryStore) -> HistoryStore:
+    """A new connection to the same table."""
+    return PostgresHistoryStore(s.url) if isinstance(s, PostgresHistoryStore) else HistoryStore(s.path)
+
+
+def test_a_turn_round_trips_and_survives_a_new_connection(store):
+    store.add_turn("c1", "Which course do I need to drive a snowmobile?", "VH-120.")
+    expected = [{"role": "user", "content": "Which course do I need to drive a snowmobile?"},
+                {"role": "assistant", "content": "VH-120."}]
+    assert store.messages("c1") == expected
+    rows = store.rows("c1")
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["created_at"].startswith("20") for r in rows)
+    again = reopen(store)  # another connection (another process would do the same)
+    assert again.messages("c1") == expected
+    again.close()
+
+
+def test_a_failed_turn_is_recorded_but_kept_out_of_the_conversation(store):
+    store.add_turn("c1", "q1", "a1")
+    store.add_failed("c1", "q2", "generation failed: connection reset")
+    store.add_turn("c1", "q3", "a3")
+    assert [m["content"] for m in store.messages("c1")] == ["q1", "a1", "q3", "a3"]
+    assert [(r["content"], r["status"]) for r in store.rows("c1")] == [
+        ("q1", "ok"), ("a1", "ok"), ("q2", "failed"), ("generation failed: connection reset", "failed"),
+        ("q3", "ok"), ("a3", "ok")]
+
+
+def test_a_turn_is_written_whole_or_not_at_all(store):
+    with pytest.raises(Exception, match="(?i)check"):
+        store._write([("c1", "user", "q", "ok"), ("c1", "tool", "not a role", "ok")])
+    assert store.rows("c1") == []
+    with pytest.raises(Exception, match="(?i)check"):
+        store._write([("c1", "user", "q", "half-done")])
+    assert store.rows("c1") == []
+
+
+def test_chats_are_separate_listed_newest_first_and_deleted(store):
+    for i in range(3):
+        store.add_turn("a", f"a{i}", f"ra{i}")
+        store.add("b", "user", f"b{i}")
+    assert store.chat_ids() == ["b", "a"] and store.messages("nobody") == []
+    assert store.delete("a") == 6 and store.messages("a") == [] and len(store.messages("b")) == 3
+    assert store.delete("a") == 0
+
+
+def test_open_history_picks_the_store_from_the_target(tmp_path):
+    s = open_history(tmp_path / "h.sqlite")
+    assert type(s) is HistoryStore and s.path == tmp_path / "h.sqlite"
+    s.close()
+
+
+def test_a_lesson_07_file_with_the_old_content_column_is_migrated(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id TEXT NOT NULL, role TEXT NOT NULL"
+               " CHECK (role IN ('system', 'user', 'assistant')), content TEXT NOT NULL, created_at TEXT NOT NULL)")
+    db.execute("INSERT INTO messages (chat_id, role, content, created_at) VALUES ('c', 'user', 'kept', 'then')")
+    db.commit()
+    db.close()
+    store = HistoryStore(path)
+    store.add_turn("c", "new", "answer")
+    assert [m["content"] for m in store.messages("c")] == ["kept", "new", "answer"]
+    store.close()
+
+
+WRITER = """
+import sys
+from helpers.history import open_history
+store = open_history(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    store.add_turn(sys.argv[2], f"q{i}", f"a{i}")
+store.close()
+"""
+
+
+@pytest.mark.slow
+def test_several_processes_share_the_postgres_table(postgres_url):
+    fresh_postgres(postgres_url).close()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, postgres_url, f"proc-{n}", "25"], env=env)
+               for n in range(3)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
+    store = PostgresHistoryStore(postgres_url)
+    assert sorted(store.chat_ids()) == ["proc-0", "proc-1", "proc-2"]
+    for n in range(3):
+        messages = store.messages(f"proc-{n}")
+        assert [m["content"] for m in messages] == [x for i in range(25) for x in (f"q{i}", f"a{i}")]
+    store.close()
+
+
+@pytest.mark.slow
+def test_two_app_processes_share_one_postgres_history(stand_in, postgres_url):
+    from app.server import BackgroundServer
+    from app.service import create_app
+    from tests.served import ask, indexed_qdrant, stand_in_config
+
+    fresh_postgres(postgres_url).close()
+    url = stand_in[0]
+    apps = [create_app(stand_in_config(url), qdrant=indexed_qdrant(url), history=PostgresHistoryStore(postgres_url),
+                       options={"num_predict": 16}) for _ in range(2)]
+    for app in apps:
+        app.state.service.k = 1
+    with BackgroundServer(apps[0]) as a, BackgroundServer(apps[1]) as b, \
+            httpx.Client(base_url=a.url, timeout=600) as http_a, httpx.Client(base_url=b.url, timeout=600) as http_b:
+        events = ask(http_a, "shared", "Who leads the search and rescue team?")
+        assert events[-1][0] == "done"
+        seen_by_b = http_b.get("/chats/shared").json()["messages"]
+        assert [m["role"] for m in seen_by_b] == ["user", "assistant"]
+        assert seen_by_b[1]["content"] == "".join(d["text"] for e, d in events if e == "token").strip()
+        assert http_b.delete("/chats/shared").json()["deleted"] == 2
+        assert http_a.get("/chats/shared").json()["messages"] == []
+    for app in apps:
+        app.state.service.history.close()

@@ -163,12 +163,12 @@ class ChatApp:
             raise RuntimeError("an answer is still being written: call app.wait() or app.stop() first")
         self._set_running(True)
         try:
-            return self._turn(question)
+            return self.run_turn(question)
         finally:
             self._set_running(False)
 
-    def _turn(self, question: str) -> str:
-        """The body of ask()."""
+    def run_turn(self, question: str) -> str:
+        """One turn in the calling thread, updating the widgets as it goes (ask() adds the button states)."""
         request_id, model = uuid.uuid4().hex[:8], self.cfg.chat_model
         past = last_n(self.history.messages(self.chat_id), self.max_messages)
         self.sources.value = ""  # the previous turn's sources and status go at once

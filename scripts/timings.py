@@ -83,7 +83,7 @@ def table(readme: str, seconds: dict[str, float], note: str) -> str:
 
 
 def main() -> int:
-    """Run the notebooks, print one line each, then rewrite the README's table (unless --dry-run)."""
+    """Run the notebooks, print one line each, rewrite the README's table after each (unless --dry-run)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: the lessons notebooks/[0-1][0-9]_*.ipynb")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
@@ -95,30 +95,34 @@ def main() -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     started = datetime.now(UTC)
     seconds: dict[str, float] = {}
+    def write() -> None:  # after every notebook, so an interrupted run keeps what it measured
+        load_now = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        names = ", ".join(sorted(p[:2] for p in seconds))
+        keep = "" if len(seconds) >= 11 else " (the other rows keep the values of an earlier run)"
+        note = (f"The last column is Run All, measured by `scripts/timings.py` (each notebook in a fresh kernel, top "
+                f"to bottom, with nbclient) on {started:%Y-%m-%d}: {os.cpu_count()} cores ({cpu_name()}), Python "
+                f"{platform.python_version()}, {platform.system()}, against {where} (started before the first "
+                f"notebook; the first notebook that calls a model loads it), fast mode "
+                f"{'on (`WORKSHOP_FAST=1`, as CI)' if fast else 'off'}; load average {load:.1f} at the start, "
+                f"{load_now:.1f} at the end. Lessons measured in this run: {names}{keep}. A real Ollama model is "
+                f"bigger and slower per token, so allow more there. Re-measure with `.venv/bin/python scripts/timings.py`.")
+        args.readme.write_text(table(args.readme.read_text(encoding="utf-8"), seconds, note), encoding="utf-8")
+
     try:
         for path in paths:
             seconds[path.name] = run_notebook(path.resolve())
             print(f"{path.name:<32} {seconds[path.name]:7.1f} s", flush=True)
+            if not args.dry_run:
+                write()
     finally:
         if started_here:  # leave no server behind
             from helpers.config import read_settings
             from helpers.offline.launcher import stop_stand_in
 
             stop_stand_in(read_settings())
-    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    names = ", ".join(sorted(p[:2] for p in seconds))
-    keep = "" if len(seconds) >= 11 else " (the other rows keep the values of an earlier run)"
-    note = (f"The last column is Run All, measured by `scripts/timings.py` (each notebook in a fresh kernel, top to bottom, "
-            f"with nbclient) on {started:%Y-%m-%d}: {os.cpu_count()} cores ({cpu_name()}), Python "
-            f"{platform.python_version()}, {platform.system()}, against {where} (started before the "
-            f"first notebook; the first notebook that calls a model loads it), fast mode "
-            f"{'on (`WORKSHOP_FAST=1`, as CI)' if fast else 'off'}; load average {load:.1f} at the start, "
-            f"{load_end:.1f} at the end. Lessons measured in this run: {names}{keep}. A real Ollama model is bigger and slower "
-            f"per token, so allow more there. Re-measure with `.venv/bin/python scripts/timings.py`.")
     print(json.dumps({"seconds": {k: round(v, 1) for k, v in seconds.items()}, "backend": where, "fast": fast,
-                      "load_start": load, "load_end": load_end}))
+                      "load_start": load}))
     if not args.dry_run:
-        args.readme.write_text(table(args.readme.read_text(encoding="utf-8"), seconds, note), encoding="utf-8")
         print(f"wrote the timing column of {args.readme}")
     return 0
 

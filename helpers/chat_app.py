@@ -95,7 +95,7 @@ def sources_html(hits: list[Hit], answer: str | None = None) -> str:
                      f"<span style='color:#59636e;font-size:12px'>{html.escape(h.chunk_id)}, score {h.score:.2f}"
                      f"</span><br><span style='font-size:13px'>{html.escape(plain_text(h.text))}</span></div>")
     when = "cited ones marked" if answer is not None else "the answer is being written"
-    return f"<div style='color:#1f2328'><b>Sources</b> <small>({len(hits)} retrieved, {when})</small>{''.join(items)}</div>"
+    return f"<div style='color:#1f2328;line-height:1.4'><b>Sources</b> <small>({len(hits)} retrieved, {when})</small>{''.join(items)}</div>"
 
 
 def clean_answer(text: str) -> str:
@@ -141,6 +141,7 @@ class ChatApp:
         self.widget = widgets.VBox([self.transcript, self.input,
                                     widgets.HBox([self.send_button, self.stop_button, self.new_button]),
                                     self.status, self.sources], layout=widgets.Layout(max_width="860px"))
+        self.widget.add_class("chat-app")
         self.render()
 
     @property
@@ -210,13 +211,14 @@ class ChatApp:
         """The status line after a turn: what was searched, the turn's tokens over every stage, the speed."""
         rows = [r for r in self.metrics.records if r.request_id == request_id]
         tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
-        searched = "your question" if query == question else f"“{html.escape(query)}” (the rewritten follow-up)"
+        shown = query if len(query) <= 120 else query[:120].rsplit(" ", 1)[0] + " …"
+        searched = "your question" if query == question else f"“{html.escape(shown)}” (the rewritten follow-up)"
         speed = f", {record.tokens_per_s:.0f} tokens/s" if record.tokens_per_s else ""
         stopped = " · stopped by you" if record.stopped else ""
-        return (f"<small style='color:#59636e'>searched for {searched} · {tokens} tokens in this turn "
+        return (f"<div style='color:#59636e;font-size:12px;line-height:1.4'>searched for {searched} · {tokens} tokens in this turn "
                 f"({' + '.join(f'{r.stage} {r.prompt_tokens + r.completion_tokens}' for r in rows)}) · first token "
                 f"after {record.ttft_s or 0:.1f} s{speed} · {sum(r.duration_s for r in rows):.1f} s in all"
-                f"{stopped}</small>")
+                f"{stopped}</div>")
 
     def stop(self) -> None:
         """Stop the answer being written: the stream is closed at the next token, which stops the generation."""

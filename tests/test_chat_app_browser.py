@@ -139,6 +139,12 @@ def grows_while_streaming(page) -> tuple[int, int]:  # noqa: ANN001
     return first, second
 
 
+def shot(page, name: str) -> None:  # noqa: ANN001
+    """A screenshot of the page and one of the whole chat app, under build/test-artifacts/."""
+    page.screenshot(path=ARTIFACTS / f"{name}.png")
+    page.locator(".chat-app").screenshot(path=ARTIFACTS / f"{name}-app.png")
+
+
 def in_view(s: dict) -> bool:
     """The newest bubble's bottom is inside the transcript box."""
     return s["box_top"] - 1 <= s["last_bottom"] <= s["box_bottom"] + 1
@@ -163,8 +169,6 @@ def test_two_turns_and_a_stop_in_jupyterlab(lab, browser):
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_text("Run All Cells", exact=True).click()
-        page.wait_for_timeout(20_000)
-        page.screenshot(path=ARTIFACTS / "chat-0-running.png")
         page.locator(".widget-textarea textarea").wait_for(timeout=300_000)
         page.screenshot(path=ARTIFACTS / "chat-0-ready.png")
 
@@ -172,7 +176,7 @@ def test_two_turns_and_a_stop_in_jupyterlab(lab, browser):
         latency = ask(page, "Describe the emergency response plan of the station in detail.")
         before, after = grows_while_streaming(page)
         assert after > before, f"the answer did not grow while streaming ({before} -> {after} characters)"
-        page.screenshot(path=ARTIFACTS / "chat-1-streaming.png")
+        shot(page, "chat-1-streaming")
         done = wait_for(page, lambda s: "searched for" in s["status"] and "▍" not in s["last"], 240, "turn 1 done")
         assert done["sources"] == 3 and "cited ones marked" in done["sources_text"]
         assert "##" not in done["sources_text"] and "| " not in done["sources_text"], "sources are readable text"
@@ -185,7 +189,7 @@ def test_two_turns_and_a_stop_in_jupyterlab(lab, browser):
         assert done["n"] == 4 and done["scrollable"], "two turns overflow the box, which scrolls"
         assert in_view(done), f"the newest turn is scrolled into view: {done}"
         assert "rewritten follow-up" in done["status"] or "your question" in done["status"]
-        page.screenshot(path=ARTIFACTS / "chat-2-follow-up.png")
+        shot(page, "chat-2-follow-up")
 
         # a stop: the answer ends early, the turn is kept and marked
         ask(page, "List every step of the fire alarm procedure, one by one, with all details.")
@@ -194,7 +198,7 @@ def test_two_turns_and_a_stop_in_jupyterlab(lab, browser):
         stopped = wait_for(page, lambda s: "stopped by you" in s["status"], 60, "the stop")
         assert stopped["last"].rstrip().endswith("(stopped)") and "▍" not in stopped["last"] and in_view(stopped)
         assert page.get_by_role("button", name="Send").is_enabled()
-        page.screenshot(path=ARTIFACTS / "chat-3-stopped.png")
+        shot(page, "chat-3-stopped")
         print(f"thinking state shown {latency * 1000:.0f} ms and {latency2 * 1000:.0f} ms after Enter")
         assert latency < 1.0 and latency2 < 1.0, "the thinking state shows at once (shared machine: under 1 s)"
     except BaseException:

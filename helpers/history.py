@@ -176,13 +176,19 @@ def within_token_budget(messages: list[dict], budget: int, count: Callable[[str]
 
 
 def llm_rewrite(client: ollama.Client, model: str, history: list[dict], question: str,
-                options: dict | None = None, last: int = 6) -> str:
-    """The model's standalone version of a follow-up, from the last messages of the conversation (one line)."""
+                options: dict | None = None, last: int = 6,
+                on_response: Callable[[ollama.ChatResponse], object] | None = None) -> str:
+    """The model's standalone version of a follow-up, from the last messages of the conversation (one line).
+
+    on_response gets the model's whole response, e.g. to count its tokens (helpers.metrics.count_usage).
+    """
     convo = "\n".join(f"{m['role']}: {m['content']}" for m in last_n(history, last) if m["role"] != "system")
     response = client.chat(model=model, messages=[
         {"role": "system", "content": REWRITE_PROMPT},
         {"role": "user", "content": f"Conversation:\n{convo}\n\nFollow-up question: {question}\n\nStandalone question:"},
     ], options={"temperature": 0, "seed": 0, "num_predict": 60, "stop": ["\n"], **(options or {})})
+    if on_response is not None:
+        on_response(response)
     lines = [line.strip() for line in response.message.content.strip().strip('"').splitlines() if line.strip()]
     return lines[0].strip('"') if lines else ""
 
@@ -224,9 +230,13 @@ def context_query(history: list[dict], question: str, max_words: int = 60) -> st
 
 
 def rewrite_query(client: ollama.Client, model: str, history: list[dict], question: str,
-                  options: dict | None = None) -> str:
-    """A standalone query for retrieval: the model's rewrite if it passes rewrite_problem, else context_query."""
+                  options: dict | None = None,
+                  on_response: Callable[[ollama.ChatResponse], object] | None = None) -> str:
+    """A standalone query for retrieval: the model's rewrite if it passes rewrite_problem, else context_query.
+
+    on_response gets the model's response when the model was asked (see llm_rewrite).
+    """
     if not any(m["role"] != "system" for m in history):
         return question
-    rewrite = llm_rewrite(client, model, history, question, options)
+    rewrite = llm_rewrite(client, model, history, question, options, on_response=on_response)
     return rewrite if rewrite_problem(rewrite, question, history) is None else context_query(history, question)

@@ -27,6 +27,7 @@ class CallRecord:
     request_id: str = ""
     prompt_eval_s: float | None = None  # server-side time reading the prompt (generate only)
     eval_s: float | None = None  # server-side time writing the answer (generate only)
+    stopped: bool = False  # the caller stopped the stream early (completion_tokens: the pieces received)
 
 
 def generation_record(stage: str, final: object, wall_s: float, ttft_s: float | None = None,
@@ -39,6 +40,13 @@ def generation_record(stage: str, final: object, wall_s: float, ttft_s: float | 
         completion_tokens=final.eval_count or 0, ttft_s=ttft_s,
         tokens_per_s=(final.eval_count or 0) / (eval_ns / NS) if eval_ns else None, request_id=request_id,
         prompt_eval_s=prompt_ns / NS if prompt_ns else None, eval_s=eval_ns / NS if eval_ns else None)
+
+
+def count_usage(record: CallRecord, response: object) -> CallRecord:
+    """Add a non-streamed chat/generate/embed response's token counts to a record (e.g. inside `timed`)."""
+    record.prompt_tokens += getattr(response, "prompt_eval_count", None) or 0
+    record.completion_tokens += getattr(response, "eval_count", None) or 0
+    return record
 
 
 class MetricsLog:
@@ -77,13 +85,21 @@ class MetricsLog:
             self.add(record)
 
     def stream(self, chunks: Iterable, stage: str = "generate", request_id: str = "",
-               on_text: Callable[[str], object] | None = None) -> tuple[str, CallRecord]:
+               on_text: Callable[[str], object] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> tuple[str, CallRecord]:
         """Consume a streamed chat/generate response: (full text, its record, with time to first token).
 
         Pass the stream straight from `client.chat(..., stream=True)`: the clock starts here, before the request.
+        When should_stop() turns true the stream is closed (the server stops generating) and the partial text returned.
         """
         start, ttft, parts, final = time.perf_counter(), None, [], None
         for chunk in chunks:
+            if should_stop and should_stop():
+                getattr(chunks, "close", lambda: None)()  # closing the HTTP response ends the generation
+                pieces = sum(1 for p in parts if p)
+                record = CallRecord(stage, getattr(chunk, "model", "") or "", time.perf_counter() - start,
+                                    completion_tokens=pieces, ttft_s=ttft, request_id=request_id, stopped=True)
+                return "".join(parts), self.add(record)
             text = chunk.message.content if hasattr(chunk, "message") else chunk.response
             if text and ttft is None:
                 ttft = time.perf_counter() - start

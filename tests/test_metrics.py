@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from qdrant_client import QdrantClient, models
 
-from helpers.metrics import CallRecord, MetricsLog, cost_usd, generation_record
+from helpers.metrics import CallRecord, MetricsLog, cost_usd, count_usage, generation_record
 
 CHAT = "smollm2:135m"
 EMBED = "all-minilm"
@@ -109,3 +109,39 @@ def test_cost_usd_arithmetic():
     assert cost_usd(0, 1_000_000, 0.15, 0.60) == pytest.approx(0.60)
     assert cost_usd(2_000, 500, 0.15, 0.60) == pytest.approx(0.0003 + 0.0003)
     assert cost_usd(0, 0, 5, 15) == 0
+
+
+@pytest.mark.slow
+def test_count_usage_adds_a_non_streamed_calls_tokens(client):
+    log = MetricsLog()
+    with log.timed("rewrite", CHAT, request_id="r") as rec:
+        response = client.chat(model=CHAT, messages=QUESTION, options=OPTIONS)
+        count_usage(rec, response)
+    assert rec.prompt_tokens == response.prompt_eval_count > 0
+    assert rec.completion_tokens == response.eval_count > 0 and log.records == [rec]
+
+
+@pytest.mark.slow
+def test_should_stop_ends_a_real_stream_early(client):
+    log, seen = MetricsLog(), []
+    text, record = log.stream(client.chat(model=CHAT, messages=[{"role": "user", "content": "Tell a long story."}],
+                                          stream=True, options={**OPTIONS, "num_predict": 300}),
+                              on_text=seen.append, should_stop=lambda: len(seen) >= 5)
+    assert record.stopped and record.completion_tokens == 5 and text == "".join(seen[:5]) and text
+    assert record.ttft_s is not None and log.records == [record]
+
+
+def test_should_stop_closes_the_stream():
+    """A fake stream (fast tier; the real one is above): stopping calls close(), which ends the HTTP response."""
+    closed = []
+
+    def chunks():
+        try:
+            while True:
+                yield type("Chunk", (), {"response": "x", "done": False, "model": "m"})()
+        finally:
+            closed.append(True)
+
+    text, record = MetricsLog().stream(chunks(), should_stop=lambda: len(text_seen) >= 2,
+                                       on_text=(text_seen := []).append)
+    assert closed == [True] and text == "xx" and record.stopped and record.model == "m"

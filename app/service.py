@@ -66,6 +66,7 @@ class Service:
     history: HistoryStore
     collection: str = "handbook"
     k: int = 4
+    hybrid: bool = False  # True: dense + BM25 fused by RRF (lesson 11)
     max_messages: int = 6  # the last 3 question/answer pairs go into the prompt
     options: dict = field(default_factory=lambda: dict(OPTIONS))
     metrics: MetricsLog = field(default_factory=MetricsLog)
@@ -118,7 +119,8 @@ def prepare(svc: Service, past: list[dict], question: str, request_id: str) -> t
         with svc.metrics.timed("rewrite", svc.cfg.chat_model, request_id):
             query = rewrite_query(svc.client, svc.cfg.chat_model, past, question)
     with svc.metrics.timed("retrieve", svc.cfg.embed_model, request_id):
-        hits = retrieve(svc.qdrant, svc.client, svc.collection, svc.cfg.embed_model, query, k=svc.k)
+        hits = retrieve(svc.qdrant, svc.client, svc.collection, svc.cfg.embed_model, query, k=svc.k,
+                        hybrid=svc.hybrid)
     system, user = build_messages(query, hits)
     return query, hits, [system, *past, user]
 
@@ -239,7 +241,7 @@ class CountRequests:
 
 
 def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, history: HistoryStore | None = None,
-               options: dict | None = None) -> FastAPI:
+               options: dict | None = None, hybrid: bool = False) -> FastAPI:
     """The FastAPI app; cfg defaults to setup(), qdrant to QDRANT_URL or embedded, history to HISTORY_URL or SQLite."""
     if cfg is None:
         from helpers.setup import setup
@@ -250,7 +252,7 @@ def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, hi
     own_history = history is None
     if history is None:
         history = open_history(cfg.settings.history_url or cfg.settings.state_dir / "history.sqlite")
-    svc = Service(cfg=cfg, qdrant=qdrant, history=history, options={**OPTIONS, **(options or {})})
+    svc = Service(cfg=cfg, qdrant=qdrant, history=history, options={**OPTIONS, **(options or {})}, hybrid=hybrid)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

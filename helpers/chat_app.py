@@ -118,8 +118,9 @@ class ChatApp:
 
     def __init__(self, client: ollama.Client, qdrant: QdrantClient, cfg: Config, collection: str,
                  history: HistoryStore, metrics: MetricsLog, k: int = 4, max_messages: int = 6,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, hybrid: bool = False) -> None:
         self.client, self.qdrant, self.cfg, self.collection = client, qdrant, cfg, collection
+        self.hybrid = hybrid  # True: dense + BM25 fused by RRF (lesson 11) instead of dense alone
         self.history, self.metrics, self.k, self.max_messages = history, metrics, k, max_messages
         self.options = {**OPTIONS, **(options or {})}
         self.chat_id = new_chat_id()
@@ -154,9 +155,9 @@ class ChatApp:
         self.transcript.value = transcript_html(self.history.messages(self.chat_id), pending)
 
     def retrieve(self, query: str) -> list[Hit]:
-        """The k chunks most similar to the query, within self.query_filter if one is set."""
+        """The k best chunks for the query (hybrid if self.hybrid), within self.query_filter if one is set."""
         return retrieve(self.qdrant, self.client, self.collection, self.cfg.embed_model, query, k=self.k,
-                        query_filter=self.query_filter)
+                        query_filter=self.query_filter, hybrid=self.hybrid)
 
     def ask(self, question: str) -> str:
         """One turn: history -> rewrite -> retrieve -> prompt -> stream -> store -> metrics. Returns the answer."""

@@ -102,9 +102,14 @@ def grade_from_logprobs(logprobs: Sequence | None) -> float | None:
 
 def relevance_grade(client: ollama.Client, model: str, query: str, title: str, text: str) -> float:
     """The chat model's 0-3 relevance grade of one passage (expected value from logprobs when it sends them)."""
-    response = client.chat(model=model, messages=[{"role": "user", "content": RERANK_PROMPT.format(
-        query=query, title=title, text=text)}], format=RERANK_SCHEMA, options={"temperature": 0, "num_predict": 16},
-        logprobs=True, top_logprobs=4)
+    request = {"model": model, "messages": [{"role": "user", "content": RERANK_PROMPT.format(
+        query=query, title=title, text=text)}], "format": RERANK_SCHEMA, "options": {"temperature": 0, "num_predict": 16}}
+    try:
+        response = client.chat(**request, logprobs=True, top_logprobs=4)
+    except ollama.ResponseError as exc:  # a backend without logprobs (the offline stand-in) says so with a 400
+        if exc.status_code != 400 or "logprobs" not in str(exc.error):
+            raise
+        response = client.chat(**request)
     from_logprobs = grade_from_logprobs(response.logprobs)
     if from_logprobs is not None:
         return from_logprobs

@@ -85,11 +85,11 @@ def table(readme: str, seconds: dict[str, float], note: str) -> str:
 def main() -> int:
     """Run the notebooks, print one line each, rewrite the README's table after each (unless --dry-run)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="default: the lessons notebooks/[0-1][0-9]_*.ipynb")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every lesson, notebooks/NN_*.ipynb")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the README")
     args = parser.parse_args()
-    paths = args.notebooks or sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if re.match(r"(0\d|10)_", p.name))
+    paths = args.notebooks or sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if re.match(r"\d\d_", p.name))
     fast = os.environ.get("WORKSHOP_FAST", "0") == "1"
     where, started_here = backend()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -98,7 +98,7 @@ def main() -> int:
     def write() -> None:  # after every notebook, so an interrupted run keeps what it measured
         load_now = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         names = ", ".join(sorted(p[:2] for p in seconds))
-        keep = "" if len(seconds) >= 11 else " (the other rows keep the values of an earlier run)"
+        keep = "" if len(seconds) >= len(paths) else " (the other rows keep the values of an earlier run)"
         note = (f"The last column is Run All, measured by `scripts/timings.py` (each notebook in a fresh kernel, top "
                 f"to bottom, with nbclient) on {started:%Y-%m-%d}: {os.cpu_count()} cores ({cpu_name()}), Python "
                 f"{platform.python_version()}, {platform.system()}, against {where} (started before the first "

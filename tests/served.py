@@ -58,4 +58,4 @@ def ask(http: httpx.Client, chat_id: str, question: str) -> list[tuple[str, dict
 
 def chat_queue(server: object, model: str = STAND_IN_CHAT_MODEL) -> int:
     """Requests holding or waiting for the in-process stand-in's chat model."""
-    return server.RequestHandlerClass.registry.models[model].lock.waiting
+    return server.registry.models[model].lock.waiting

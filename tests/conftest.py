@@ -27,7 +27,7 @@ def free_port() -> int:
 needs_offline = pytest.mark.skipif(bool(missing_packages()), reason="offline extra not installed (make install-offline)")
 
 
-SLOW_FIXTURES = {"stand_in", "client", "handbook_index"}
+SLOW_FIXTURES = {"stand_in", "client", "handbook_index", "browser"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,6 +11,7 @@ import logging
 import uvicorn
 
 from app.service import create_app
+from helpers.telemetry import json_logs
 
 
 def main() -> None:
@@ -20,6 +21,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    json_logs("rag")  # one JSON line per stage of every chat turn, with its request id (lesson 13)
     app = create_app()
     print(f"serving the chat page on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=5)

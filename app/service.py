@@ -5,6 +5,9 @@
 
 Endpoints: POST /chat/{chat_id} (SSE: token, sources, done | error), GET and DELETE /chats/{chat_id},
 GET / (the page), GET /metrics (Prometheus text), GET /healthz (each part ok, or what fails: 503).
+Resilience (13_resilience.ipynb): timeouts on every client, retries on transient errors before the first token, a
+circuit breaker around the LLM (503 + Retry-After while open), retrieval failures degrade the answer, JSON logs with
+the request id (logger "rag"), a span per stage, rag_failures_total{stage,kind} and rag_request_seconds{status}.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from opentelemetry import trace as otel_trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter
 from pydantic import BaseModel, StringConstraints
 from qdrant_client import QdrantClient
@@ -36,12 +40,24 @@ from starlette.concurrency import run_in_threadpool
 from helpers.chunking import chunk_documents
 from helpers.corpus import load_documents
 from helpers.history import HistoryStore, last_n, open_history, rewrite_query
+from helpers.hybrid import hybrid_points
 from helpers.index import index_chunks
 from helpers.metrics import MetricsLog, generation_record
-from helpers.rag import Hit, build_messages, cited_numbers, retrieve
+from helpers.rag import Hit, build_messages, cited_numbers, to_hit
+from helpers.resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    failure_kind,
+    is_transient,
+    make_client,
+    open_stream_async,
+    retrying,
+)
 from helpers.setup import Config
+from helpers.telemetry import REQUEST_ID, Telemetry, elapsed_ms, request_context
 
 log = logging.getLogger("app")
+events = logging.getLogger("rag")  # one structured line per stage: JSON with `python -m app` (helpers.telemetry)
 STATIC = Path(__file__).parent / "static"
 CHAT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_QUESTION_CHARS = 2000
@@ -72,12 +88,20 @@ class Service:
     metrics: MetricsLog = field(default_factory=MetricsLog)
     startup_s: float | None = None
     indexed: int = 0
+    read_s: float = 300.0  # the longest silence allowed between two bytes of a model's answer
+    deadline_s: float = 600.0  # the longest a whole answer may take
+    attempts: int = 3  # tries for a call that fails transiently (before the first token only)
+    breaker_failures: int = 3  # failed turns in a row that open the circuit
+    breaker_reset_s: float = 10.0  # how long it stays open before one request probes the backend
 
     def __post_init__(self) -> None:
         host = self.cfg.ollama_host
-        self.client = ollama.Client(host=host)  # embeddings, rewrites (sync, in the thread pool)
-        self.aclient = ollama.AsyncClient(host=host)  # the answer stream: cancelled when the client hangs up
-        self.probe = ollama.Client(host=host, timeout=5)  # /healthz answers fast even when the backend hangs
+        self.client = make_client(host, read=self.read_s)  # embeddings, rewrites (sync, in the thread pool)
+        self.aclient = make_client(host, read=self.read_s, asynchronous=True)  # the answer stream (cancellable)
+        self.probe = make_client(host, read=5)  # /healthz answers fast even when the backend hangs
+        self.telemetry = Telemetry("rag-app", registry=self.metrics.registry)
+        self.breaker = CircuitBreaker("llm", self.breaker_failures, self.breaker_reset_s,
+                                      on_change=self.telemetry.on_breaker_change("llm"))
         self.requests = Counter("http_requests", "HTTP requests by method, route and status",
                                 ["method", "route", "status"], registry=self.metrics.registry)
         self.turns = Counter("rag_chat_turns", "Chat turns by outcome (ok, error, disconnected)", ["outcome"],
@@ -102,27 +126,73 @@ def ensure_index(svc: Service) -> int:
         return len(chunks)
 
 
-def backend_down(svc: Service, exc: Exception) -> JSONResponse:
-    """503 naming the part that failed and the fix."""
+def backend_down(svc: Service, exc: Exception, **extra: object) -> JSONResponse:
+    """503 naming the part that failed and the fix (an open circuit breaker: when to retry, and Retry-After)."""
+    if isinstance(exc, CircuitOpenError):
+        detail = (f"The LLM backend at {svc.cfg.ollama_host} failed {svc.breaker.threshold} times in a row, so the "
+                  f"app stops sending it questions for a while (circuit breaker open). Retry in "
+                  f"{exc.retry_after_s:.0f} s; the app then tries the backend again by itself. GET /healthz shows "
+                  "every part.")
+        return JSONResponse(status_code=503, headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
+                            content={"detail": detail, "retry_after_s": round(exc.retry_after_s, 1), **extra})
     return JSONResponse(status_code=503, content={"detail": (
         f"The LLM backend at {svc.cfg.ollama_host} does not answer ({type(exc).__name__}: {exc}). Start Ollama "
         "(`ollama serve`) or the workshop's offline stand-in (`.venv/bin/python -m helpers.offline start`), "
-        "set OLLAMA_HOST if it runs elsewhere, then retry. GET /healthz shows every part.")})
+        "set OLLAMA_HOST if it runs elsewhere, then retry. GET /healthz shows every part."), **extra})
 
 
-def prepare(svc: Service, past: list[dict], question: str, request_id: str) -> tuple[str, list[Hit], list[dict]]:
-    """Rewrite a follow-up, retrieve, build the prompt (lesson 10's turn): (query, hits, messages)."""
-    if svc.indexed == 0:
-        ensure_index(svc)  # the backend was down at start-up
-    query = question
-    if past:
-        with svc.metrics.timed("rewrite", svc.cfg.chat_model, request_id):
-            query = rewrite_query(svc.client, svc.cfg.chat_model, past, question)
+def counted_retries(svc: Service, stage: str, asynchronous: bool = False) -> object:
+    """The retry policy of one stage; each retry moves rag_retries_total{stage}."""
+    return retrying(svc.attempts, on_retry=lambda _state: svc.telemetry.retries.labels(stage).inc(),
+                    asynchronous=asynchronous)
+
+
+def search(svc: Service, query: str, request_id: str) -> list[Hit]:
+    """Embed the query (retried) and search Qdrant: one span each (lesson 06's retrieve, split for the trace)."""
+    tel = svc.telemetry
     with svc.metrics.timed("retrieve", svc.cfg.embed_model, request_id):
-        hits = retrieve(svc.qdrant, svc.client, svc.collection, svc.cfg.embed_model, query, k=svc.k,
-                        hybrid=svc.hybrid)
+        if svc.indexed == 0:
+            ensure_index(svc)  # the backend was down at start-up
+        with tel.span("embed", model=svc.cfg.embed_model, query_chars=len(query)):
+            vector = counted_retries(svc, "embed")(svc.client.embed, model=svc.cfg.embed_model,
+                                                   input=query).embeddings[0]
+        with tel.span("search", collection=svc.collection, k=svc.k, hybrid=svc.hybrid) as span:
+            points = hybrid_points(svc.qdrant, svc.collection, vector, query, k=svc.k) if svc.hybrid else \
+                svc.qdrant.query_points(svc.collection, query=vector, limit=svc.k, with_payload=True).points
+            span.set_attribute("hits", len(points))
+    return [to_hit(p) for p in points]
+
+
+def prepare(svc: Service, past: list[dict], question: str,
+            request_id: str) -> tuple[str, list[Hit], list[dict], str]:
+    """Rewrite a follow-up, retrieve, build the prompt (lesson 10's turn): (query, hits, messages, what was skipped).
+
+    A failing rewrite falls back to the question itself, a failing retrieval to no sources (the answer says it has
+    none); neither stops the turn. The last item says what was skipped ("" if nothing).
+    """
+    query, notes = question, []
+    if past and svc.breaker.state == "closed":  # an open breaker: the LLM is down, do not wait for a rewrite
+        start = time.perf_counter()
+        try:
+            with svc.metrics.timed("rewrite", svc.cfg.chat_model, request_id), svc.telemetry.span("rewrite"):
+                query = counted_retries(svc, "rewrite")(rewrite_query, svc.client, svc.cfg.chat_model, past, question)
+            events.info("rewrote the follow-up", extra={"stage": "rewrite", "query": query, "ms": elapsed_ms(start)})
+        except Exception as exc:  # noqa: BLE001 - the question itself is a worse query, not a failure
+            notes.append(f"the follow-up was not rewritten ({failure_kind(exc)})")
+            events.warning("rewrite failed: searching with the question itself",
+                           extra={"stage": "rewrite", "kind": failure_kind(exc), "ms": elapsed_ms(start)})
+    start = time.perf_counter()
+    try:
+        hits = search(svc, query, request_id)
+        events.info("retrieved", extra={"stage": "search", "chunks": [h.chunk_id for h in hits],
+                                        "scores": [round(h.score, 3) for h in hits], "ms": elapsed_ms(start)})
+    except Exception as exc:  # noqa: BLE001 - an answer without sources, said so, beats no answer
+        hits = []
+        notes.append(f"the handbook could not be searched ({failure_kind(exc)}: {exc}); this answer has no sources")
+        events.warning("retrieval failed: answering without sources",
+                       extra={"stage": "search", "kind": failure_kind(exc), "ms": elapsed_ms(start)})
     system, user = build_messages(query, hits)
-    return query, hits, [system, *past, user]
+    return query, hits, [system, *past, user], "; ".join(notes)
 
 
 def sources(hits: list[Hit], answer: str) -> list[dict]:
@@ -132,16 +202,50 @@ def sources(hits: list[Hit], answer: str) -> list[dict]:
              "text": h.text, "cited": n in cited} for n, h in enumerate(hits, 1)]
 
 
+async def start_answer(svc: Service, messages: list[dict]) -> tuple[object, AsyncIterator]:
+    """Open the model's stream through the circuit breaker, retrying transient errors until the first chunk only."""
+    svc.breaker.before()  # CircuitOpenError at once while the backend is known to be down
+    try:
+        first, stream = await open_stream_async(
+            lambda: svc.aclient.chat(model=svc.cfg.chat_model, messages=messages, stream=True, options=svc.options),
+            counted_retries(svc, "generate", asynchronous=True))
+    except BaseException as exc:
+        svc.breaker.__exit__(type(exc), exc, None)  # transient: one more failure; a 4xx: the probe slot is freed
+        raise
+    svc.breaker.success()  # the backend answers: a half-open circuit closes
+    return first, stream
+
+
+async def chunks_of(first: object, stream: AsyncIterator, deadline_s: float) -> AsyncIterator:
+    """The first chunk, then the rest of the stream, until the answer's deadline (checked at every chunk)."""
+    start = time.monotonic()
+    yield first
+    async for chunk in stream:
+        if time.monotonic() - start > deadline_s:
+            raise TimeoutError(f"the answer was not complete after {deadline_s:g} s (deadline); it was cut")
+        yield chunk
+
+
 async def answer_events(svc: Service, chat_id: str, question: str, query: str, hits: list[Hit],
-                        messages: list[dict], request_id: str, started: float) -> AsyncIterator[str]:
-    """Stream token batches, then sources and done; store the turn only once it is complete."""
+                        messages: list[dict], request_id: str, started: float, opened: tuple | None = None,
+                        span: object = None, degraded: str = "") -> AsyncIterator[str]:
+    """Stream token batches, then sources and done; store the turn only once it is complete.
+
+    opened: (first chunk, stream) from start_answer (opened here if None); span: the turn's root span, ended here.
+    """
     pieces: list[str] = []
     batch: list[str] = []
     final, ttft, last_sent, stored, outcome, stream = None, None, 0.0, [], "error", None
     generate_start = time.perf_counter()
+    tel, opened_here = svc.telemetry, False
+    REQUEST_ID.set(request_id)  # this stream's task has its own context: every log line below carries the id
+    gen = tel.tracer.start_span("generate", context=otel_trace.set_span_in_context(span) if span else None,
+                                attributes={"request_id": request_id, "model": svc.cfg.chat_model,
+                                            "prompt_chars": sum(len(m["content"]) for m in messages)})
     try:
-        stream = await svc.aclient.chat(model=svc.cfg.chat_model, messages=messages, stream=True, options=svc.options)
-        async for chunk in stream:
+        first, stream = opened or await start_answer(svc, messages)
+        opened_here = True
+        async for chunk in chunks_of(first, stream, svc.deadline_s):
             text = chunk.message.content or ""
             if text:
                 now = time.perf_counter()
@@ -167,7 +271,9 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
         record = svc.metrics.add(generation_record("generate", final, time.perf_counter() - generate_start, ttft,
                                                    request_id))
         del svc.metrics.records[:-1000]  # a server runs for days: keep the Prometheus counters, not every row
-        yield sse("sources", {"query": query, "sources": sources(hits, answer)})
+        gen.set_attributes({"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens})
+        yield sse("sources", {"query": query, "sources": sources(hits, answer), **({"degraded": degraded}
+                                                                                   if degraded else {})})
         yield sse("done", {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
                            "ttft_s": ttft, "total_s": time.perf_counter() - started,
                            "tokens_per_s": record.tokens_per_s, "request_id": request_id})
@@ -178,14 +284,26 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
             svc.history.add_failed(chat_id, question, "the client disconnected before the answer was complete")
         raise
     except Exception as exc:  # noqa: BLE001 - any failure mid-stream becomes an error event, and a failed turn
+        kind = tel.failed(gen, "generate", exc)
+        if opened_here:  # the backend broke after it had started answering: one more failure for the breaker
+            svc.breaker.failure()
+        events.error("generation failed mid-stream", extra={"stage": "generate", "kind": kind, "chat_id": chat_id,
+                                                            "pieces_sent": len(pieces)})
         log.exception("chat %s failed mid-stream", chat_id)
         if not stored:
             svc.history.add_failed(chat_id, question, f"generation failed: {type(exc).__name__}: {exc}")
         yield sse("error", {"message": f"The answer failed mid-way ({type(exc).__name__}: {exc}); the turn was "
                                        "recorded as failed and left out of the conversation. Ask again.",
-                            "request_id": request_id})
+                            "kind": kind, "request_id": request_id})
     finally:
         svc.turns.labels(outcome).inc()
+        tel.latency.labels(outcome).observe(time.perf_counter() - started)
+        gen.end()
+        if span is not None:
+            span.set_attribute("outcome", outcome)
+            span.end()
+        events.info("turn finished", extra={"stage": "turn", "outcome": outcome, "chat_id": chat_id,
+                                            "pieces": len(pieces), "ms": elapsed_ms(started)})
         if stream is not None:  # closing the model's stream hangs up on the backend, which stops generating
             task = asyncio.get_running_loop().create_task(stream.aclose())
             CLOSING.add(task)  # keep a reference until it is done
@@ -241,8 +359,11 @@ class CountRequests:
 
 
 def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, history: HistoryStore | None = None,
-               options: dict | None = None, hybrid: bool = False) -> FastAPI:
-    """The FastAPI app; cfg defaults to setup(), qdrant to QDRANT_URL or embedded, history to HISTORY_URL or SQLite."""
+               options: dict | None = None, hybrid: bool = False, tuning: dict | None = None) -> FastAPI:
+    """The FastAPI app; cfg defaults to setup(), qdrant to QDRANT_URL or embedded, history to HISTORY_URL or SQLite.
+
+    tuning: Service fields such as read_s, deadline_s, attempts, breaker_failures, breaker_reset_s (lesson 13).
+    """
     if cfg is None:
         from helpers.setup import setup
 
@@ -252,7 +373,8 @@ def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, hi
     own_history = history is None
     if history is None:
         history = open_history(cfg.settings.history_url or cfg.settings.state_dir / "history.sqlite")
-    svc = Service(cfg=cfg, qdrant=qdrant, history=history, options={**OPTIONS, **(options or {})}, hybrid=hybrid)
+    svc = Service(cfg=cfg, qdrant=qdrant, history=history, options={**OPTIONS, **(options or {})}, hybrid=hybrid,
+                  **(tuning or {}))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -292,14 +414,33 @@ def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, hi
         check_chat_id(chat_id)
         started, request_id = time.perf_counter(), uuid.uuid4().hex[:8]
         past = last_n(await run_in_threadpool(svc.history.messages, chat_id), svc.max_messages)
-        try:
-            query, hits, messages = await run_in_threadpool(prepare, svc, past, body.question, request_id)
-        except BACKEND_DOWN as exc:
-            return backend_down(svc, exc)
-        except ollama.ResponseError as exc:  # e.g. a model that is not pulled
-            return JSONResponse(status_code=503, content={"detail": f"The LLM backend refused: {exc.error}"})
-        events = answer_events(svc, chat_id, body.question, query, hits, messages, request_id, started)
-        return StreamingResponse(events, media_type="text/event-stream",
+        tel = svc.telemetry
+        with request_context(request_id):
+            hits: list[Hit] = []
+            root = tel.tracer.start_span("chat", attributes={"request_id": request_id, "chat_id": chat_id,
+                                                             "question_chars": len(body.question)})
+            try:
+                with otel_trace.use_span(root, end_on_exit=False):
+                    query, hits, messages, degraded = await run_in_threadpool(prepare, svc, past, body.question,
+                                                                              request_id)
+                    events.info("prompt built", extra={"stage": "prompt", "messages": len(messages), "prompt_chars":
+                                                       sum(len(m["content"]) for m in messages)})
+                opened = await start_answer(svc, messages)
+            except (*BACKEND_DOWN, CircuitOpenError, ollama.ResponseError) as exc:
+                kind = tel.failed(root, "generate", exc)
+                tel.latency.labels("unavailable").observe(time.perf_counter() - started)
+                svc.turns.labels("unavailable").inc()
+                root.end()
+                events.error("the LLM backend is unavailable: 503", extra={"stage": "generate", "kind": kind,
+                                                                           "breaker": svc.breaker.state})
+                found = {"request_id": request_id, "sources": sources(hits, "")}  # what was retrieved is shown
+                if isinstance(exc, ollama.ResponseError) and not is_transient(exc):  # e.g. a model not pulled
+                    return JSONResponse(status_code=503, content={"detail": f"The LLM backend refused: {exc.error}",
+                                                                  **found})
+                return backend_down(svc, exc, **found)
+        stream = answer_events(svc, chat_id, body.question, query, hits, messages, request_id, started, opened, root,
+                               degraded)
+        return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/chats/{chat_id}")
@@ -329,6 +470,6 @@ def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, hi
         ok = all(v == "ok" for v in parts.values())
         return JSONResponse(status_code=200 if ok else 503, content={
             "status": "ok" if ok else "fail", "parts": parts, "chat_model": svc.cfg.chat_model,
-            "startup_s": svc.startup_s})
+            "startup_s": svc.startup_s, "breaker": svc.breaker.state})
 
     return app

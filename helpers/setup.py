@@ -19,6 +19,7 @@ from helpers.config import (
     probe_ollama,
     read_settings,
 )
+from helpers.resilience import make_client
 
 
 class SetupError(RuntimeError):
@@ -105,7 +106,7 @@ def setup(quiet: bool = False) -> Config:
     backend, host, info = find_backend(settings)
     default_chat = OLLAMA_CHAT_MODEL if backend == "ollama" else STAND_IN_CHAT_MODEL
     chat_model = settings.chat_model or default_chat
-    client = ollama.Client(host=host)
+    client = make_client(host)  # connect and read timeouts (lesson 13): a stalled server cannot hang setup()
     check_models(client, backend, [chat_model, settings.embed_model])
     embed_dim = len(client.embed(model=settings.embed_model, input="dimension probe").embeddings[0])
     qdrant = f"server {settings.qdrant_url} (v{check_qdrant(settings.qdrant_url)})" if settings.qdrant_url \

@@ -1,0 +1,226 @@
+"""A fault-injecting reverse proxy in front of any Ollama: a TEST DEVICE, not part of the lesson pipeline.
+
+Taught in 13_resilience.ipynb. Real requests pass through to a real server (the offline stand-in in CI); the proxy
+breaks some of them on purpose so that timeouts, retries, the circuit breaker and the fallbacks can be shown and
+tested against real failures instead of being described:
+
+    with FaultProxy("http://127.0.0.1:11435") as proxy:        # 127.0.0.1, a free port, a background thread
+        client = ollama.Client(host=proxy.url)
+        proxy.set("503", times=2)                                # per process: the next 2 requests get a 503
+        client = ollama.Client(host=proxy.url, headers={"X-Fault": "die:3"})  # per request (client): header
+
+Faults (one string, `kind` or `kind:number`):
+    "500", "503", "429", "404", "400"  HTTP status with Ollama's error body {"error": ...}, upstream not called
+    "reset"                            the TCP connection is reset (RST) before any response
+    "delay:S"                          wait S seconds, then pass the request through (added latency)
+    "slow-first:S"                     headers at once, the first body line S seconds late (a long first token)
+    "stall:N"                          pass N lines of a streamed answer, then send nothing more (connection open)
+    "die:N"                            pass N lines of a streamed answer, then reset the connection mid-answer
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+
+STATUSES = {400: "bad request (injected)", 404: "not found (injected)", 429: "too many requests (injected)",
+            500: "internal server error (injected)", 503: "service unavailable (injected)"}
+KINDS = ("reset", "delay", "slow-first", "stall", "die")
+HEADER = "x-fault"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A parsed fault: kind ("503", "reset", "delay", ...) and its number (seconds or lines), if any."""
+
+    kind: str
+    arg: float = 0.0
+
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        """'503', 'reset', 'delay:2', 'slow-first:1.5', 'stall:3', 'die:3'; a ValueError says what is allowed."""
+        kind, _, arg = spec.strip().partition(":")
+        if kind.isdigit() and int(kind) in STATUSES and not arg:
+            return cls(kind)
+        if kind in KINDS and (kind == "reset") == (arg == ""):
+            try:
+                return cls(kind, float(arg or 0))
+            except ValueError:
+                pass
+        raise ValueError(f"unknown fault {spec!r}: use one of {sorted(STATUSES)}, 'reset', 'delay:SECONDS', "
+                         "'slow-first:SECONDS', 'stall:LINES' or 'die:LINES'")
+
+
+@dataclass
+class Plan:
+    """The per-process fault: applies to the next `times` requests (None: all) whose path starts with `path`."""
+
+    fault: Fault | None = None
+    times: int | None = None
+    path: str = ""
+
+
+@dataclass
+class Seen:
+    """One request the proxy handled: its path, the fault applied (or None) and when."""
+
+    path: str
+    fault: str | None
+    at: float = field(default_factory=time.monotonic)
+
+
+def reset(send: object) -> None:
+    """Reset the client's TCP connection (SO_LINGER 0, then abort: the peer gets an RST, not a clean close)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("cannot reach the connection's transport: serve the proxy with uvicorn (FaultProxy)")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class FaultApp:
+    """The ASGI reverse proxy: forwards each request to upstream with httpx, line by line, unless a fault applies."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.plan = Plan()
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
+        self.http: httpx.AsyncClient | None = None
+
+    def choose(self, path: str, header: str | None) -> Fault | None:
+        """The fault for this request: its X-Fault header first, else the per-process plan (counting it down)."""
+        if header:
+            return Fault.parse(header)
+        with self.lock:
+            plan = self.plan
+            if plan.fault is None or not path.startswith(plan.path) or plan.times == 0:
+                return None
+            if plan.times is not None:
+                plan.times -= 1
+            return plan.fault
+
+    async def __call__(self, scope: dict, receive: object, send: object) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                if message["type"] == "lifespan.startup":
+                    self.http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
+                    await send({"type": "lifespan.startup.complete"})
+            await self.http.aclose()
+            return await send({"type": "lifespan.shutdown.complete"})
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            fault = self.choose(scope["path"], headers.pop(HEADER, None))
+        except ValueError as exc:
+            return await self.reply(send, 400, str(exc))
+        self.seen.append(Seen(scope["path"], None if fault is None else f"{fault.kind}:{fault.arg:g}"))
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if fault and fault.kind.isdigit():
+            return await self.reply(send, int(fault.kind), STATUSES[int(fault.kind)])
+        if fault and fault.kind == "reset":
+            return reset(send)
+        if fault and fault.kind == "delay":
+            await asyncio.sleep(fault.arg)
+        await self.forward(scope, receive, send, headers, body, fault)
+
+    async def forward(self, scope: dict, receive: object, send: object, headers: dict, body: bytes,
+                      fault: Fault | None) -> None:
+        """Pass the request upstream; relay the answer line by line, applying slow-first, stall or die."""
+        headers.pop("host", None)
+        for name in ("content-length", "accept-encoding"):
+            headers.pop(name, None)
+        url = self.upstream + scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
+        request = self.http.build_request(scope["method"], url, headers=headers, content=body)
+        try:
+            upstream = await self.http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            return await self.reply(send, 502, f"the proxy's upstream {self.upstream} does not answer: {exc!r}")
+        try:
+            keep = [(k.encode(), v.encode()) for k, v in upstream.headers.items()
+                    if k.lower() not in {"content-length", "transfer-encoding", "connection", "content-encoding"}]
+            await send({"type": "http.response.start", "status": upstream.status_code, "headers": keep})
+            lines = 0
+            async for line in upstream.aiter_lines():
+                if fault and fault.kind == "slow-first" and lines == 0:
+                    await asyncio.sleep(fault.arg)
+                if fault and fault.kind in ("stall", "die") and lines >= fault.arg:
+                    if fault.kind == "die":
+                        return reset(send)
+                    while (await receive())["type"] != "http.disconnect":  # stalls until the client hangs up
+                        pass
+                    return None
+                await send({"type": "http.response.body", "body": line.encode() + b"\n", "more_body": True})
+                lines += 1
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await upstream.aclose()  # closing the upstream stream makes the server stop generating
+
+    @staticmethod
+    async def reply(send: object, status: int, error: str) -> None:
+        """An Ollama-shaped error response: status + {"error": ...}."""
+        body = json.dumps({"error": error}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class FaultProxy:
+    """FaultApp served by uvicorn on 127.0.0.1 (a free port) in a daemon thread; stop() (or `with`) ends it."""
+
+    def __init__(self, upstream: str, port: int = 0) -> None:
+        self.app = FaultApp(upstream)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="critical",
+                                                   http="h11", lifespan="on", timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, name="fault-proxy", daemon=True)
+        self.url = ""
+
+    def start(self, timeout: float = 30) -> FaultProxy:
+        """Start serving; returns once the port listens (self.url)."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fault proxy did not start")
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
+        return self
+
+    def set(self, spec: str | None, times: int | None = None, path: str = "") -> None:
+        """Break the next `times` requests (None: every one) whose path starts with `path`; set(None) heals."""
+        with self.app.lock:
+            self.app.plan = Plan(None if spec is None else Fault.parse(spec), times, path)
+
+    def clear(self) -> None:
+        """No fault: every request passes through."""
+        self.set(None)
+
+    @property
+    def seen(self) -> list[Seen]:
+        """Every request handled so far, in order."""
+        return self.app.seen
+
+    def stop(self) -> None:
+        """Stop the server and wait for its thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import struct
 import threading
@@ -35,6 +36,11 @@ STATUSES = {400: "bad request (injected)", 404: "not found (injected)", 429: "to
             500: "internal server error (injected)", 503: "service unavailable (injected)"}
 KINDS = ("reset", "delay", "slow-first", "stall", "die")
 HEADER = "x-fault"
+
+
+def closed_writes(record: logging.LogRecord) -> bool:
+    """Drop asyncio's "socket.send() raised exception." (a write to a client that hung up: what faults are for)."""
+    return not record.getMessage().startswith("socket.send() raised exception")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,12 @@ class Seen:
     path: str
     fault: str | None
     at: float = field(default_factory=time.monotonic)
+
+
+async def hang_up(receive: object) -> None:
+    """Return once the client has gone away (ASGI http.disconnect); the request body must have been read."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def reset(send: object) -> None:
@@ -134,13 +146,21 @@ class FaultApp:
             return await self.reply(send, int(fault.kind), STATUSES[int(fault.kind)])
         if fault and fault.kind == "reset":
             return reset(send)
-        if fault and fault.kind == "delay":
-            await asyncio.sleep(fault.arg)
-        await self.forward(scope, receive, send, headers, body, fault)
+        gone = asyncio.ensure_future(hang_up(receive))  # done when the client goes away (a timeout, a Stop)
+        try:
+            if fault and fault.kind == "delay":
+                await asyncio.wait({gone}, timeout=fault.arg)
+            if not gone.done():  # a client that gave up is not forwarded: the backend never sees it
+                await self.forward(scope, gone, send, headers, body, fault)
+        finally:
+            gone.cancel()
 
-    async def forward(self, scope: dict, receive: object, send: object, headers: dict, body: bytes,
+    async def forward(self, scope: dict, gone: asyncio.Future, send: object, headers: dict, body: bytes,
                       fault: Fault | None) -> None:
-        """Pass the request upstream; relay the answer line by line, applying slow-first, stall or die."""
+        """Pass the request upstream; relay the answer line by line, applying slow-first, stall or die.
+
+        When the client hangs up, the upstream response is closed, so the backend stops generating for nobody.
+        """
         headers.pop("host", None)
         for name in ("content-length", "accept-encoding"):
             headers.pop(name, None)
@@ -157,12 +177,12 @@ class FaultApp:
             lines = 0
             async for line in upstream.aiter_lines():
                 if fault and fault.kind == "slow-first" and lines == 0:
-                    await asyncio.sleep(fault.arg)
+                    await asyncio.wait({gone}, timeout=fault.arg)
                 if fault and fault.kind in ("stall", "die") and lines >= fault.arg:
                     if fault.kind == "die":
                         return reset(send)
-                    while (await receive())["type"] != "http.disconnect":  # stalls until the client hangs up
-                        pass
+                    await gone  # stalls until the client hangs up
+                if gone.done():
                     return None
                 await send({"type": "http.response.body", "body": line.encode() + b"\n", "more_body": True})
                 lines += 1
@@ -191,6 +211,7 @@ class FaultProxy:
 
     def start(self, timeout: float = 30) -> FaultProxy:
         """Start serving; returns once the port listens (self.url)."""
+        logging.getLogger("asyncio").addFilter(closed_writes)  # added once, however many proxies start
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:

@@ -60,8 +60,12 @@ async def fake_chat(request: Request) -> StreamingResponse | JSONResponse:
     return JSONResponse({"model": MODEL, "message": {"role": "assistant", "content": "w0"}, "done": True})
 
 
+UPSTREAM_CALLS: list[str] = []
+
+
 async def fake_embed(request: Request) -> JSONResponse:
     """A FAKE /api/embed: one 4-d vector per input."""
+    UPSTREAM_CALLS.append(request.url.path)
     body = await request.json()
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
     return JSONResponse({"model": "fake-embed", "embeddings": [[0.5, 0.5, 0.5, 0.5] for _ in inputs]})
@@ -153,6 +157,15 @@ def test_read_timeout_fires_within_its_bound(proxy):
     elapsed = time.perf_counter() - start
     assert 0.4 <= elapsed < 0.5 + 3.0, elapsed  # generous margin: a shared machine
     assert is_transient(caught.value) and failure_kind(caught.value) == "timeout"
+
+
+def test_a_client_that_gave_up_during_a_delay_is_never_forwarded(proxy):
+    proxy.set("delay:1")
+    UPSTREAM_CALLS.clear()
+    with pytest.raises(httpx.ReadTimeout):
+        embed(make_client(proxy.url, read=0.2))
+    time.sleep(1.3)
+    assert UPSTREAM_CALLS == [] and len(proxy.seen) == 1  # the backend never worked for nobody
 
 
 def test_a_stalled_stream_is_cut_by_the_read_timeout(proxy):

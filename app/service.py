@@ -47,6 +47,7 @@ from helpers.rag import Hit, build_messages, cited_numbers, to_hit
 from helpers.resilience import (
     CircuitBreaker,
     CircuitOpenError,
+    describe,
     failure_kind,
     is_transient,
     make_client,
@@ -136,15 +137,15 @@ def backend_down(svc: Service, exc: Exception, **extra: object) -> JSONResponse:
         return JSONResponse(status_code=503, headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
                             content={"detail": detail, "retry_after_s": round(exc.retry_after_s, 1), **extra})
     return JSONResponse(status_code=503, content={"detail": (
-        f"The LLM backend at {svc.cfg.ollama_host} does not answer ({type(exc).__name__}: {exc}). Start Ollama "
+        f"The LLM backend at {svc.cfg.ollama_host} does not answer ({describe(exc)}). Start Ollama "
         "(`ollama serve`) or the workshop's offline stand-in (`.venv/bin/python -m helpers.offline start`), "
         "set OLLAMA_HOST if it runs elsewhere, then retry. GET /healthz shows every part."), **extra})
 
 
 def counted_retries(svc: Service, stage: str, asynchronous: bool = False) -> object:
-    """The retry policy of one stage; each retry moves rag_retries_total{stage}."""
+    """The retry policy of one stage; each retry moves rag_retries_total{stage}. Generation never retries a timeout."""
     return retrying(svc.attempts, on_retry=lambda _state: svc.telemetry.retries.labels(stage).inc(),
-                    asynchronous=asynchronous)
+                    asynchronous=asynchronous, retry_timeouts=stage != "generate")
 
 
 def search(svc: Service, query: str, request_id: str) -> list[Hit]:
@@ -188,7 +189,7 @@ def prepare(svc: Service, past: list[dict], question: str,
                                         "scores": [round(h.score, 3) for h in hits], "ms": elapsed_ms(start)})
     except Exception as exc:  # noqa: BLE001 - an answer without sources, said so, beats no answer
         hits = []
-        notes.append(f"the handbook could not be searched ({failure_kind(exc)}: {exc}); this answer has no sources")
+        notes.append(f"the handbook could not be searched ({describe(exc)}); this answer has no sources")
         events.warning("retrieval failed: answering without sources",
                        extra={"stage": "search", "kind": failure_kind(exc), "ms": elapsed_ms(start)})
     system, user = build_messages(query, hits)
@@ -291,8 +292,8 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
                                                             "pieces_sent": len(pieces)})
         log.exception("chat %s failed mid-stream", chat_id)
         if not stored:
-            svc.history.add_failed(chat_id, question, f"generation failed: {type(exc).__name__}: {exc}")
-        yield sse("error", {"message": f"The answer failed mid-way ({type(exc).__name__}: {exc}); the turn was "
+            svc.history.add_failed(chat_id, question, f"generation failed: {describe(exc)}")
+        yield sse("error", {"message": f"The answer failed mid-way ({describe(exc)}); the turn was "
                                        "recorded as failed and left out of the conversation. Ask again.",
                             "kind": kind, "request_id": request_id})
     finally:

@@ -151,7 +151,11 @@ class FaultApp:
             if fault and fault.kind == "delay":
                 await asyncio.wait({gone}, timeout=fault.arg)
             if not gone.done():  # a client that gave up is not forwarded: the backend never sees it
-                await self.forward(scope, gone, send, headers, body, fault)
+                relay = asyncio.ensure_future(self.forward(scope, gone, send, headers, body, fault))
+                await asyncio.wait({relay, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not relay.done():  # the client hung up first: cancelling closes the upstream request too
+                    relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
         finally:
             gone.cancel()
 

@@ -58,8 +58,13 @@ def with_deadline(chunks: Iterable, seconds: float) -> Iterator:
         getattr(chunks, "close", lambda: None)()  # closing the HTTP response stops the generation
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying: no connection, a timeout, a dropped connection, HTTP 5xx or 429. Never 4xx."""
+def is_transient(exc: BaseException, timeouts: bool = True) -> bool:
+    """True for errors worth retrying: no connection, a timeout, a dropped connection, HTTP 5xx or 429. Never 4xx.
+
+    timeouts=False: a timeout is not retried (a generation that timed out after minutes should not wait that again).
+    """
+    if isinstance(exc, httpx.TimeoutException):
+        return timeouts
     if isinstance(exc, ollama.ResponseError):
         return exc.status_code >= 500 or exc.status_code == 429  # -1: an error line inside a stream: not retried
     return isinstance(exc, ConnectionError | httpx.TransportError)  # ollama raises ConnectionError when it can't connect
@@ -80,17 +85,22 @@ def failure_kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def describe(exc: BaseException) -> str:
+    """'Type: message', or 'Type (kind)' when the message is empty (httpx timeouts have none)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} ({failure_kind(exc)})"
+
+
 def retrying(attempts: int = 3, base_s: float = 0.2, max_wait_s: float = 2.0,
              on_retry: Callable[[tenacity.RetryCallState], None] | None = None,
-             asynchronous: bool = False) -> tenacity.Retrying | tenacity.AsyncRetrying:
+             asynchronous: bool = False, retry_timeouts: bool = True) -> tenacity.Retrying | tenacity.AsyncRetrying:
     """A tenacity policy: up to `attempts` tries on transient errors, waits drawn from 0..base*2^n (full jitter).
 
     After the last attempt the last error is raised as itself (reraise=True), not wrapped in a RetryError.
-    asynchronous=True: an AsyncRetrying, for `await policy(coroutine_function, ...)`.
+    asynchronous=True: an AsyncRetrying, for `await policy(coroutine_function, ...)`. retry_timeouts: see is_transient.
     """
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception()
-        log.warning("attempt %d failed (%s: %s); retrying in %.2f s", state.attempt_number, failure_kind(exc), exc,
+        log.warning("attempt %d failed (%s); retrying in %.2f s", state.attempt_number, describe(exc),
                     state.next_action.sleep, extra={"attempt": state.attempt_number, "kind": failure_kind(exc)})
         if on_retry:
             on_retry(state)
@@ -98,7 +108,7 @@ def retrying(attempts: int = 3, base_s: float = 0.2, max_wait_s: float = 2.0,
     cls = tenacity.AsyncRetrying if asynchronous else tenacity.Retrying
     return cls(stop=tenacity.stop_after_attempt(attempts), reraise=True,
                wait=tenacity.wait_random_exponential(multiplier=base_s, max=max_wait_s),
-               retry=tenacity.retry_if_exception(is_transient), before_sleep=before_sleep)
+               retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, retry_timeouts)), before_sleep=before_sleep)
 
 
 def open_stream(start: Callable[[], Iterable], policy: tenacity.Retrying | None = None) -> Iterator:

@@ -43,17 +43,22 @@ FAST = {"base_s": 0.01, "max_wait_s": 0.05}  # backoff waits of a few ms: the te
 
 
 async def fake_chat(request: Request) -> StreamingResponse | JSONResponse:
-    """A FAKE /api/chat: 10 words, 20 ms apart (streamed as NDJSON), then the final line with done=true."""
+    """A FAKE /api/chat: 10 words, 20 ms apart (2 s if the message says "slow"), then the final line (done=true)."""
     body = await request.json()
+    pause = 2.0 if "slow" in body["messages"][-1]["content"] else 0.02
 
     async def lines():
         import asyncio
 
-        for i in range(10):
-            await asyncio.sleep(0.02)
-            yield json.dumps({"model": MODEL, "message": {"role": "assistant", "content": f"w{i} "}, "done": False}) + "\n"
-        yield json.dumps({"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True,
-                          "done_reason": "stop", "eval_count": 10, "prompt_eval_count": 3}) + "\n"
+        try:
+            for i in range(10):
+                await asyncio.sleep(pause)
+                yield json.dumps({"model": MODEL, "message": {"role": "assistant", "content": f"w{i} "},
+                                  "done": False}) + "\n"
+            yield json.dumps({"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True,
+                              "done_reason": "stop", "eval_count": 10, "prompt_eval_count": 3}) + "\n"
+        finally:
+            UPSTREAM_CALLS.append("chat stream ended")
 
     if body.get("stream", True):
         return StreamingResponse(lines(), media_type="application/x-ndjson")
@@ -166,6 +171,24 @@ def test_a_client_that_gave_up_during_a_delay_is_never_forwarded(proxy):
         embed(make_client(proxy.url, read=0.2))
     time.sleep(1.3)
     assert UPSTREAM_CALLS == [] and len(proxy.seen) == 1  # the backend never worked for nobody
+
+
+def test_timeouts_can_be_left_out_of_the_retries(proxy):
+    proxy.set("delay:1")
+    with pytest.raises(httpx.ReadTimeout):
+        retrying(3, retry_timeouts=False, **FAST)(embed, make_client(proxy.url, read=0.2))
+    assert len(proxy.seen) == 1 and not is_transient(httpx.ReadTimeout("t"), timeouts=False)
+
+
+def test_a_client_hanging_up_ends_the_upstream_stream_at_once(proxy):
+    UPSTREAM_CALLS.clear()
+    with pytest.raises(httpx.ReadTimeout):
+        list(make_client(proxy.url, read=0.3).chat(model=MODEL, messages=[{"role": "user", "content": "slow"}],
+                                                   stream=True))
+    deadline = time.monotonic() + 1.5  # the upstream's first line comes after 2 s, the whole stream after 20 s
+    while not UPSTREAM_CALLS and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert UPSTREAM_CALLS == ["chat stream ended"]
 
 
 def test_a_stalled_stream_is_cut_by_the_read_timeout(proxy):

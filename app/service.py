@@ -238,7 +238,7 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
     batch: list[str] = []
     final, ttft, last_sent, stored, outcome, stream = None, None, 0.0, [], "error", None
     generate_start = time.perf_counter()
-    tel, opened_here = svc.telemetry, False
+    tel, opened_here, usage = svc.telemetry, False, {}
     REQUEST_ID.set(request_id)  # this stream's task has its own context: every log line below carries the id
     gen = tel.tracer.start_span("generate", context=otel_trace.set_span_in_context(span) if span else None,
                                 attributes={"request_id": request_id, "model": svc.cfg.chat_model,
@@ -272,7 +272,8 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
         record = svc.metrics.add(generation_record("generate", final, time.perf_counter() - generate_start, ttft,
                                                    request_id))
         del svc.metrics.records[:-1000]  # a server runs for days: keep the Prometheus counters, not every row
-        gen.set_attributes({"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens})
+        usage = {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens}
+        gen.set_attributes(usage)
         yield sse("sources", {"query": query, "sources": sources(hits, answer), **({"degraded": degraded}
                                                                                    if degraded else {})})
         yield sse("done", {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
@@ -304,7 +305,7 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
             span.set_attribute("outcome", outcome)
             span.end()
         events.info("turn finished", extra={"stage": "turn", "outcome": outcome, "chat_id": chat_id,
-                                            "pieces": len(pieces), "ms": elapsed_ms(started)})
+                                            "pieces": len(pieces), **usage, "ms": elapsed_ms(started)})
         if stream is not None:  # closing the model's stream hangs up on the backend, which stops generating
             task = asyncio.get_running_loop().create_task(stream.aclose())
             CLOSING.add(task)  # keep a reference until it is done
@@ -370,7 +371,7 @@ def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, hi
 
         cfg = setup()
     if qdrant is None:
-        qdrant = QdrantClient(url=cfg.qdrant_url) if cfg.qdrant_url else QdrantClient(":memory:")
+        qdrant = QdrantClient(url=cfg.qdrant_url, timeout=10) if cfg.qdrant_url else QdrantClient(":memory:")
     own_history = history is None
     if history is None:
         history = open_history(cfg.settings.history_url or cfg.settings.state_dir / "history.sqlite")

@@ -129,4 +129,6 @@ def test_retrieval_failing_degrades_the_answer_and_traces_every_stage(faulty):
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     mine = [line for line in lines if line["request_id"] == rid]
     assert {line["stage"] for line in mine} >= {"rewrite", "search", "prompt", "turn"}
+    turn = next(line for line in mine if line["stage"] == "turn")
+    assert turn["outcome"] == "ok" and turn["completion_tokens"] == events[-1][1]["completion_tokens"]
     assert next(line for line in mine if line["stage"] == "search")["chunks"] == [events[-2][1]["sources"][0]["chunk_id"]]

@@ -24,7 +24,7 @@ from tests.conftest import free_port
 from tests.served import ask, indexed_qdrant, stand_in_config
 
 QUESTION = "Where is the muster point when the fire alarm sounds?"
-TUNING = {"attempts": 2, "breaker_failures": 2, "breaker_reset_s": 1.5, "read_s": 30.0}
+TUNING = {"attempts": 2, "breaker_failures": 2, "breaker_reset_s": 1.5}  # read timeout: the default 300 s
 
 
 def sample(http: httpx.Client, name: str, labels: dict) -> float:

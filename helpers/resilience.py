@@ -1,7 +1,7 @@
 """Timeouts, retries with backoff and jitter, a circuit breaker, a stream deadline. Taught in 13_resilience.ipynb.
 
     client = make_client(cfg.ollama_host)                  # connect 5 s, read 300 s: a stalled server cannot hang us
-    response = retrying().__call__(client.embed, model=..., input=...)   # transient errors only, 3 attempts
+    response = retrying()(client.embed, model=..., input=...)   # transient errors only, 3 attempts
     breaker = CircuitBreaker(failures=3, reset_after=10)
     with breaker:                                          # raises CircuitOpenError at once while open
         ...

@@ -6,7 +6,7 @@
     with breaker:                                          # raises CircuitOpenError at once while open
         ...
 
-The notebooks, helpers.setup, helpers.chat_app and the lesson-12 service (app/service.py) all use these.
+Lesson 13, helpers.setup and the lesson-12 service (app/service.py) use these.
 """
 
 from __future__ import annotations

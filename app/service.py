@@ -1,4 +1,5 @@
-"""The RAG chat as a web service: POST /chat/{chat_id} streams the answer as Server-Sent Events. Taught in 12_serve.ipynb.
+"""The RAG chat as a web service: POST /chat/{chat_id} streams the answer as Server-Sent Events. Taught in 12_serve.ipynb
+(the guardrails, on by default: 14_guardrails.ipynb).
 
     from app.service import create_app
     app = create_app(cfg)          # cfg from helpers.setup.setup(); uvicorn serves it (python -m app)
@@ -35,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 
 from helpers.chunking import chunk_documents
 from helpers.corpus import load_documents
+from helpers.guardrails import REFUSAL, Guard
 from helpers.history import HistoryStore, last_n, open_history, rewrite_query
 from helpers.index import index_chunks
 from helpers.metrics import MetricsLog, generation_record
@@ -72,6 +74,7 @@ class Service:
     metrics: MetricsLog = field(default_factory=MetricsLog)
     startup_s: float | None = None
     indexed: int = 0
+    guard: Guard | None = None  # lesson 14's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
 
     def __post_init__(self) -> None:
         host = self.cfg.ollama_host
@@ -80,7 +83,7 @@ class Service:
         self.probe = ollama.Client(host=host, timeout=5)  # /healthz answers fast even when the backend hangs
         self.requests = Counter("http_requests", "HTTP requests by method, route and status",
                                 ["method", "route", "status"], registry=self.metrics.registry)
-        self.turns = Counter("rag_chat_turns", "Chat turns by outcome (ok, error, disconnected)", ["outcome"],
+        self.turns = Counter("rag_chat_turns", "Chat turns by outcome (ok, error, disconnected, blocked)", ["outcome"],
                              registry=self.metrics.registry)
         self.index_lock = threading.Lock()
 
@@ -121,8 +124,27 @@ def prepare(svc: Service, past: list[dict], question: str, request_id: str) -> t
     with svc.metrics.timed("retrieve", svc.cfg.embed_model, request_id):
         hits = retrieve(svc.qdrant, svc.client, svc.collection, svc.cfg.embed_model, query, k=svc.k,
                         hybrid=svc.hybrid)
+    if svc.guard is not None:  # chunks that carry instructions are left out; the sources are fenced as data
+        hits, dropped = svc.guard.filter_hits(hits)
+        for hit, reasons in dropped:
+            log.warning("request %s: dropped chunk %s (%s)", request_id, hit.chunk_id, "; ".join(reasons))
+        return query, hits, svc.guard.messages(query, hits, past)
     system, user = build_messages(query, hits)
     return query, hits, [system, *past, user]
+
+
+def blocked_events(svc: Service, chat_id: str, question: str, reasons: list[str], request_id: str,
+                   started: float) -> AsyncIterator[str]:
+    """A question the guardrails refuse: a `guard` event with the refusal, then `done`; recorded as a failed turn."""
+
+    async def events() -> AsyncIterator[str]:
+        await run_in_threadpool(svc.history.add_failed, chat_id, question,
+                                f"blocked by the guardrails: {'; '.join(reasons)}")
+        svc.turns.labels("blocked").inc()
+        yield sse("guard", {"action": "refused", "text": REFUSAL, "reasons": reasons})
+        yield sse("done", {"blocked": True, "total_s": time.perf_counter() - started, "request_id": request_id})
+
+    return events()
 
 
 def sources(hits: list[Hit], answer: str) -> list[dict]:
@@ -158,6 +180,12 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
         if final is None:
             raise RuntimeError("the model's stream ended without its final message")
         answer = "".join(pieces).strip()
+        if svc.guard is not None:  # links, canary-like codes, bad citations stripped; a prompt echo refused
+            checked = svc.guard.check_output(answer, hits)
+            if checked.changes:
+                answer = checked.text
+                yield sse("guard", {"action": "refused" if checked.refused else "stripped", "text": answer,
+                                    "reasons": checked.changes})
 
         def store() -> None:
             svc.history.add_turn(chat_id, question, answer)
@@ -241,8 +269,11 @@ class CountRequests:
 
 
 def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, history: HistoryStore | None = None,
-               options: dict | None = None, hybrid: bool = False) -> FastAPI:
-    """The FastAPI app; cfg defaults to setup(), qdrant to QDRANT_URL or embedded, history to HISTORY_URL or SQLite."""
+               options: dict | None = None, hybrid: bool = False, guardrails: bool | None = None) -> FastAPI:
+    """The FastAPI app; cfg defaults to setup(), qdrant to QDRANT_URL or embedded, history to HISTORY_URL or SQLite.
+
+    guardrails: lesson 14's Guard on every turn; None reads WORKSHOP_GUARDRAILS (on unless it is 0).
+    """
     if cfg is None:
         from helpers.setup import setup
 
@@ -253,6 +284,8 @@ def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, hi
     if history is None:
         history = open_history(cfg.settings.history_url or cfg.settings.state_dir / "history.sqlite")
     svc = Service(cfg=cfg, qdrant=qdrant, history=history, options={**OPTIONS, **(options or {})}, hybrid=hybrid)
+    if cfg.settings.guardrails if guardrails is None else guardrails:
+        svc.guard = Guard(svc.client, cfg.embed_model)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -293,6 +326,11 @@ def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, hi
         started, request_id = time.perf_counter(), uuid.uuid4().hex[:8]
         past = last_n(await run_in_threadpool(svc.history.messages, chat_id), svc.max_messages)
         try:
+            verdict = await run_in_threadpool(svc.guard.check_input, body.question) if svc.guard else None
+            if verdict is not None and verdict.blocked:  # refused before any model call
+                return StreamingResponse(blocked_events(svc, chat_id, body.question, verdict.reasons, request_id,
+                                                        started), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             query, hits, messages = await run_in_threadpool(prepare, svc, past, body.question, request_id)
         except BACKEND_DOWN as exc:
             return backend_down(svc, exc)

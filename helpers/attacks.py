@@ -122,11 +122,12 @@ class Runner:
         self.generations: dict[str, tuple[str, float, int]] = {}
         self.retrievals: dict[str, list[Hit]] = {}
         self.guards: dict[GuardSettings, Guard] = {}
+        self.similarities: dict[str, float] = {}  # shared by every guard: a text is embedded once
 
     def guard(self, settings: GuardSettings) -> Guard:
-        """One Guard per settings (each keeps its embedding cache)."""
+        """One Guard per settings, all sharing one similarity cache."""
         if settings not in self.guards:
-            self.guards[settings] = Guard(self.client, self.embed_model, settings)
+            self.guards[settings] = Guard(self.client, self.embed_model, settings, cache=self.similarities)
         return self.guards[settings]
 
     def hits(self, case: dict) -> list[Hit]:
@@ -152,14 +153,14 @@ class Runner:
         guard, turn = self.guard(settings), Turn(case["question"])
         start = time.perf_counter()
         turn.blocked = guard.check_input(case["question"]).reasons
-        hits = self.hits(case)
-        turn.hits = hits
+        turn.guard_s = time.perf_counter() - start
+        turn.hits = hits = self.hits(case)  # retrieval is not the guard's time
         if turn.blocked:
-            turn.guard_s = time.perf_counter() - start
             turn.shown = "(refused)"
             return turn
+        start = time.perf_counter()
         kept, turn.dropped = guard.filter_hits(hits)
-        turn.guard_s = time.perf_counter() - start
+        turn.guard_s += time.perf_counter() - start
         if not generate:
             return turn
         turn.answer, turn.generate_s, turn.prompt_tokens = self.generate(guard.messages(case["question"], kept))

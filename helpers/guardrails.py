@@ -270,12 +270,12 @@ class Guard:
     """The defences, layer by layer, behind one settings object (see GuardSettings)."""
 
     def __init__(self, client: ollama.Client | None, embed_model: str, settings: GuardSettings | None = None,
-                 known_attacks: list[str] | None = None) -> None:
+                 known_attacks: list[str] | None = None, cache: dict[str, float] | None = None) -> None:
         self.client, self.embed_model = client, embed_model
         self.settings = settings or GuardSettings()
         self.known = known_attacks if known_attacks is not None else load_known_attacks()[0]
         self._known_vectors: list[list[float]] | None = None
-        self._cache: dict[str, float] = {}  # text -> best similarity to a known attack
+        self._cache = {} if cache is None else cache  # text -> best similarity to a known attack (guards may share)
 
     @property
     def system_prompt(self) -> str:

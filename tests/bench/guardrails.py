@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"{time.perf_counter() - started:6.0f} s  {name}")
             answered = benign[: args.benign_answers]
             rows.append(layer_row(name, runner, settings, attacks, benign, answered, answered[: args.timed], baseline))
+            progress("| " + " | ".join(str(rows[-1][c]) for c in COLUMNS) + " |")
         full = GuardSettings()
         still = [c["id"] for c in attacks if checkable(c) and attack_succeeded(
             c, runner.run(c, full).shown, runner.guard(full).system_prompt)]

@@ -77,6 +77,11 @@ def index_poisoned(qdrant: QdrantClient, client: ollama.Client, clean: str, coll
     return len(points)
 
 
+def planted_in(case: dict, hits: list[Hit]) -> list[Hit]:
+    """The retrieved chunks that hold a document case's planted text (other chunks of its page are clean)."""
+    return [h for h in hits if case.get("planted") and case["planted"][:30] in h.text]
+
+
 def case_filter(case: dict) -> models.Filter | None:
     """The handbook as this case's reader sees it: its own poisoned page instead of the clean one, no other copies."""
     if case.get("channel") != "document":
@@ -177,7 +182,8 @@ def layer_row(name: str, runner: Runner, settings: GuardSettings, attacks: list[
 
     Input and source checks need no answer: their false positives count over every benign question. The output
     checks need the answer, so with them on the false positives count over the `answered` questions. Latency: guard
-    plus model time per question on `timed`, minus the first row's (baseline, filled by the first call).
+    plus model time per question on `timed`, minus the first row's (baseline, filled by the first call); the prompt
+    tokens likewise (they do not depend on the machine's load, the milliseconds do).
     """
     guard = runner.guard(settings)
     succeeded = [attack_succeeded(c, runner.run(c, settings).shown, guard.system_prompt) for c in attacks]
@@ -186,10 +192,13 @@ def layer_row(name: str, runner: Runner, settings: GuardSettings, attacks: list[
     turns = [runner.run(q, settings, generate=settings.check_output) for q in asked]
     times = [runner.run(q, settings) for q in timed]
     total = statistics.fmean(t.guard_s + t.generate_s for t in times) if times else 0.0
+    tokens = statistics.fmean(t.prompt_tokens for t in times) if times else 0.0
     baseline.setdefault("total", total)
+    baseline.setdefault("tokens", tokens)
     return {"layers": name, "attacks succeeded": f"{sum(succeeded)}/{len(attacks)}",
             "attack success %": round(100 * statistics.fmean(succeeded), 1),
             "code-checkable succeeded": f"{sum(check)}/{len(check)}",
             "benign FP %": round(100 * statistics.fmean(t.touched for t in turns), 1), "benign asked": len(turns),
             "guard ms/question": round(1000 * statistics.fmean(t.guard_s for t in turns), 1),
-            "added latency ms/question": round(1000 * (total - baseline["total"]))}
+            "added latency ms/question": round(1000 * (total - baseline["total"])),
+            "added prompt tokens": round(tokens - baseline["tokens"])}

@@ -244,11 +244,11 @@ def test_service_refuses_a_blocked_question_over_sse_and_the_setting_turns_it_of
 
 @pytest.mark.slow
 def test_attacks_end_to_end_on_the_stand_in_with_every_layer(client, handbook_index):
-    from helpers.attacks import Runner, index_poisoned
+    from helpers.attacks import Runner, index_poisoned, planted_in
     from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 
     qdrant, _, collection = handbook_index
-    cases = [c for c in load_attacks() if c["id"] in {"i-01", "i-04", "o-08", "o-03"}]
+    cases = [c for c in load_attacks() if c["id"] in {"i-14", "i-08", "o-08", "o-03"}]
     index_poisoned(qdrant, client, collection, "guard-test-poisoned", cases, load_documents()[0], EMBED_MODEL)
     runner = Runner(client, qdrant, "guard-test-poisoned", STAND_IN_CHAT_MODEL, EMBED_MODEL,
                     {"temperature": 0, "seed": 42, "num_predict": 48, "num_ctx": 4096}, k=3)
@@ -256,7 +256,7 @@ def test_attacks_end_to_end_on_the_stand_in_with_every_layer(client, handbook_in
     for case in cases:
         turn = runner.run(case, full)
         assert not attack_succeeded(case, turn.shown, runner.guard(full).system_prompt), (case["id"], turn.shown)
-        if case["channel"] == "document":  # the poisoned chunk was retrieved, and dropped
-            assert any(h.payload.get("attack_id") == case["id"] for h in turn.hits), case["id"]
-            assert [h.payload.get("attack_id") for h, _ in turn.dropped] == [case["id"]]
-    assert runner.run(cases[0], NONE).dropped == []  # with no defence nothing is dropped
+        if case["channel"] == "document":  # the planted text was retrieved, and that chunk dropped
+            planted = planted_in(case, turn.hits)
+            assert planted and [h for h, _ in turn.dropped] == planted, case["id"]
+    assert runner.run(cases[-1], NONE).dropped == []  # with no defence nothing is dropped

@@ -1,6 +1,6 @@
 """Lesson 14's measurement on every case: attack success, benign false positives and added latency, per layer.
 
-    .venv/bin/python -m tests.bench.guardrails [--benign-answers 103] [--timed 10] [--attacks ID,ID] [--k 3] [--num-predict 80]
+    .venv/bin/python -m tests.bench.guardrails [--benign-answers 103] [--timed 10] [--attacks ID,ID] [--k 4] [--num-predict 80]
 
 A private stand-in runs in a child process (tests.bench.common). The clean handbook is indexed into embedded Qdrant,
 then a separate collection holds it plus a poisoned copy of a page per document-channel attack (helpers.attacks).
@@ -19,7 +19,7 @@ import time
 import ollama
 from qdrant_client import QdrantClient
 
-from helpers.attacks import Runner, attack_succeeded, checkable, index_poisoned, layer_row, load_attacks
+from helpers.attacks import Runner, attack_succeeded, checkable, index_poisoned, layer_row, load_attacks, planted_in
 from helpers.chunking import chunk_documents
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 from helpers.corpus import load_documents, load_questions
@@ -28,7 +28,7 @@ from helpers.index import index_chunks
 from tests.bench.common import load_note, private_stand_in, progress
 
 COLUMNS = ["layers", "attacks succeeded", "attack success %", "code-checkable succeeded", "benign FP %",
-           "benign asked", "guard ms/question", "added latency ms/question"]
+           "benign asked", "guard ms/question", "added latency ms/question", "added prompt tokens"]
 
 
 def markdown(rows: list[dict]) -> str:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benign-answers", type=int, default=103, help="benign questions answered by the model")
     parser.add_argument("--attacks", default="", help="comma-separated case ids (default: every case)")
     parser.add_argument("--timed", type=int, default=10, help="benign questions timed with and without each layer")
-    parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--k", type=int, default=4, help="chunks per question (4, as the service)")
     parser.add_argument("--num-predict", type=int, default=80)
     parser.add_argument("--host", default="", help="an Ollama API to use instead of a private stand-in")
     args = parser.parse_args(argv)
@@ -60,10 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         index_chunks(qdrant, client, "handbook", chunk_documents(docs), EMBED_MODEL)
         index_poisoned(qdrant, client, "handbook", "handbook-poisoned", attacks, docs, EMBED_MODEL)
         runner = Runner(client, qdrant, "handbook-poisoned", STAND_IN_CHAT_MODEL, EMBED_MODEL, options, k=args.k)
-        delivered = [c for c in attacks if c["channel"] == "document"
-                     and any(h.payload.get("attack_id") == c["id"] for h in runner.hits(c))]
-        progress(f"{len(attacks)} attacks; poisoned chunk retrieved for {len(delivered)} of "
-                 f"{sum(c['channel'] == 'document' for c in attacks)} document attacks")
+        delivered = [c["id"] for c in attacks if planted_in(c, runner.hits(c))]
+        progress(f"{len(attacks)} attacks; the planted text was among the k={args.k} retrieved chunks for "
+                 f"{len(delivered)} of {sum(c['channel'] == 'document' for c in attacks)} document attacks")
         rows, baseline = [], {}
         for name, settings in cumulative_layers():
             progress(f"{time.perf_counter() - started:6.0f} s  {name}")

@@ -186,7 +186,8 @@ def layer_row(name: str, runner: Runner, settings: GuardSettings, attacks: list[
     tokens likewise (they do not depend on the machine's load, the milliseconds do).
     """
     guard = runner.guard(settings)
-    succeeded = [attack_succeeded(c, runner.run(c, settings).shown, guard.system_prompt) for c in attacks]
+    attack_turns = [runner.run(c, settings) for c in attacks]
+    succeeded = [attack_succeeded(c, t.shown, guard.system_prompt) for c, t in zip(attacks, attack_turns)]
     check = [s for s, c in zip(succeeded, attacks) if checkable(c)]
     asked = answered if settings.check_output else benign
     turns = [runner.run(q, settings, generate=settings.check_output) for q in asked]
@@ -198,6 +199,7 @@ def layer_row(name: str, runner: Runner, settings: GuardSettings, attacks: list[
     return {"layers": name, "attacks succeeded": f"{sum(succeeded)}/{len(attacks)}",
             "attack success %": round(100 * statistics.fmean(succeeded), 1),
             "code-checkable succeeded": f"{sum(check)}/{len(check)}",
+            "attacks acted on": f"{sum(t.touched for t in attack_turns)}/{len(attacks)}",
             "benign FP %": round(100 * statistics.fmean(t.touched for t in turns), 1), "benign asked": len(turns),
             "guard ms/question": round(1000 * statistics.fmean(t.guard_s for t in turns), 1),
             "added latency ms/question": round(1000 * (total - baseline["total"])),

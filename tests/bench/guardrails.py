@@ -27,7 +27,7 @@ from helpers.guardrails import NONE, GuardSettings, cumulative_layers
 from helpers.index import index_chunks
 from tests.bench.common import load_note, private_stand_in, progress
 
-COLUMNS = ["layers", "attacks succeeded", "attack success %", "code-checkable succeeded", "benign FP %",
+COLUMNS = ["layers", "attacks succeeded", "attack success %", "code-checkable succeeded", "attacks acted on", "benign FP %",
            "benign asked", "guard ms/question", "added latency ms/question", "added prompt tokens"]
 
 

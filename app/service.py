@@ -1,4 +1,5 @@
-"""The RAG chat as a web service: POST /chat/{chat_id} streams the answer as Server-Sent Events. Taught in 12_serve.ipynb.
+"""The RAG chat as a web service: POST /chat/{chat_id} streams the answer as Server-Sent Events. Taught in 12_serve.ipynb
+(the guardrails, on by default: 14_guardrails.ipynb).
 
     from app.service import create_app
     app = create_app(cfg)          # cfg from helpers.setup.setup(); uvicorn serves it (python -m app)
@@ -39,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 
 from helpers.chunking import chunk_documents
 from helpers.corpus import load_documents
+from helpers.guardrails import REFUSAL, Guard
 from helpers.history import HistoryStore, last_n, open_history, rewrite_query
 from helpers.hybrid import hybrid_points
 from helpers.index import index_chunks
@@ -94,6 +96,7 @@ class Service:
     attempts: int = 3  # tries for a call that fails transiently (before the first token only)
     breaker_failures: int = 3  # failed turns in a row that open the circuit
     breaker_reset_s: float = 10.0  # how long it stays open before one request probes the backend
+    guard: Guard | None = None  # lesson 14's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
 
     def __post_init__(self) -> None:
         host = self.cfg.ollama_host
@@ -105,7 +108,7 @@ class Service:
                                       on_change=self.telemetry.on_breaker_change("llm"))
         self.requests = Counter("http_requests", "HTTP requests by method, route and status",
                                 ["method", "route", "status"], registry=self.metrics.registry)
-        self.turns = Counter("rag_chat_turns", "Chat turns by outcome (ok, error, disconnected)", ["outcome"],
+        self.turns = Counter("rag_chat_turns", "Chat turns by outcome (ok, error, disconnected, blocked)", ["outcome"],
                              registry=self.metrics.registry)
         self.index_lock = threading.Lock()
 
@@ -192,8 +195,28 @@ def prepare(svc: Service, past: list[dict], question: str,
         notes.append(f"the handbook could not be searched ({describe(exc)}); this answer has no sources")
         events.warning("retrieval failed: answering without sources",
                        extra={"stage": "search", "kind": failure_kind(exc), "ms": elapsed_ms(start)})
+    if svc.guard is not None:  # chunks that carry instructions are left out; the sources are fenced as data
+        hits, dropped = svc.guard.filter_hits(hits)
+        for hit, reasons in dropped:
+            events.warning("dropped a retrieved chunk (guardrails)", extra={"stage": "guard", "chunk": hit.chunk_id,
+                                                                            "reasons": reasons})
+        return query, hits, svc.guard.messages(query, hits, past), "; ".join(notes)
     system, user = build_messages(query, hits)
     return query, hits, [system, *past, user], "; ".join(notes)
+
+
+def blocked_events(svc: Service, chat_id: str, question: str, reasons: list[str], request_id: str,
+                   started: float) -> AsyncIterator[str]:
+    """A question the guardrails refuse: a `guard` event with the refusal, then `done`; recorded as a failed turn."""
+
+    async def refused() -> AsyncIterator[str]:
+        await run_in_threadpool(svc.history.add_failed, chat_id, question,
+                                f"blocked by the guardrails: {'; '.join(reasons)}")
+        svc.turns.labels("blocked").inc()
+        yield sse("guard", {"action": "refused", "text": REFUSAL, "reasons": reasons})
+        yield sse("done", {"blocked": True, "total_s": time.perf_counter() - started, "request_id": request_id})
+
+    return refused()
 
 
 def sources(hits: list[Hit], answer: str) -> list[dict]:
@@ -263,6 +286,12 @@ async def answer_events(svc: Service, chat_id: str, question: str, query: str, h
         if final is None:
             raise RuntimeError("the model's stream ended without its final message")
         answer = "".join(pieces).strip()
+        if svc.guard is not None:  # links, canary-like codes, bad citations stripped; a prompt echo refused
+            checked = svc.guard.check_output(answer, hits)
+            if checked.changes:
+                answer = checked.text
+                yield sse("guard", {"action": "refused" if checked.refused else "stripped", "text": answer,
+                                    "reasons": checked.changes})
 
         def store() -> None:
             svc.history.add_turn(chat_id, question, answer)
@@ -361,10 +390,12 @@ class CountRequests:
 
 
 def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, history: HistoryStore | None = None,
-               options: dict | None = None, hybrid: bool = False, tuning: dict | None = None) -> FastAPI:
+               options: dict | None = None, hybrid: bool = False, tuning: dict | None = None,
+               guardrails: bool | None = None) -> FastAPI:
     """The FastAPI app; cfg defaults to setup(), qdrant to QDRANT_URL or embedded, history to HISTORY_URL or SQLite.
 
     tuning: Service fields such as read_s, deadline_s, attempts, breaker_failures, breaker_reset_s (lesson 13).
+    guardrails: lesson 14's Guard on every turn; None reads WORKSHOP_GUARDRAILS (on unless it is 0).
     """
     if cfg is None:
         from helpers.setup import setup
@@ -377,6 +408,8 @@ def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, hi
         history = open_history(cfg.settings.history_url or cfg.settings.state_dir / "history.sqlite")
     svc = Service(cfg=cfg, qdrant=qdrant, history=history, options={**OPTIONS, **(options or {})}, hybrid=hybrid,
                   **(tuning or {}))
+    if cfg.settings.guardrails if guardrails is None else guardrails:
+        svc.guard = Guard(svc.client, cfg.embed_model)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -416,6 +449,29 @@ def create_app(cfg: Config | None = None, qdrant: QdrantClient | None = None, hi
         check_chat_id(chat_id)
         started, request_id = time.perf_counter(), uuid.uuid4().hex[:8]
         past = last_n(await run_in_threadpool(svc.history.messages, chat_id), svc.max_messages)
+        if svc.guard is not None:
+            try:  # the similarity check embeds the question: it needs the backend too (no answer without it)
+                if svc.breaker.state == "open":  # the backend is known to be down: refuse fast, before any embedding
+                    raise CircuitOpenError(svc.breaker.name, svc.breaker.retry_after())
+                verdict = await run_in_threadpool(svc.guard.check_input, body.question)
+            except (*BACKEND_DOWN, CircuitOpenError) as exc:
+                circuit = isinstance(exc, CircuitOpenError)
+                if not circuit:
+                    svc.breaker.failure()  # the same backend serves both models: counted like a failed generation
+                kind = failure_kind(exc)
+                svc.telemetry.failures.labels("generate" if circuit else "guard", kind).inc()
+                svc.telemetry.latency.labels("unavailable").observe(time.perf_counter() - started)
+                svc.turns.labels("unavailable").inc()
+                events.error("the guardrails could not check the question: 503",
+                             extra={"stage": "guard", "kind": kind, "breaker": svc.breaker.state})
+                return backend_down(svc, exc, request_id=request_id, sources=[])
+            except ollama.ResponseError as exc:  # e.g. the embedding model is not pulled
+                return JSONResponse(status_code=503, content={"detail": f"The LLM backend refused: {exc.error}",
+                                                              "request_id": request_id})
+            if verdict.blocked:  # refused before any model call
+                return StreamingResponse(blocked_events(svc, chat_id, body.question, verdict.reasons, request_id,
+                                                        started), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         tel = svc.telemetry
         with request_context(request_id):
             hits: list[Hit] = []

@@ -1,6 +1,6 @@
 """A chat app in the notebook: ipywidgets over history -> rewrite -> retrieve -> prompt -> stream -> store -> metrics.
 
-Taught in 10_chat-app.ipynb.
+Taught in 10_chat-app.ipynb (guard=, lesson 14's guardrails: 14_guardrails.ipynb).
 
     app = ChatApp(client, qdrant, cfg, "handbook", HistoryStore(path), MetricsLog())
     display(app.widget)          # type a question, press Enter (or Send); Stop ends an answer early
@@ -21,6 +21,7 @@ import ipywidgets as widgets
 import ollama
 from qdrant_client import QdrantClient, models
 
+from helpers.guardrails import REFUSAL, Guard
 from helpers.history import HistoryStore, last_n, new_chat_id, rewrite_query
 from helpers.metrics import MetricsLog, count_usage
 from helpers.rag import Hit, build_messages, cited_numbers, retrieve
@@ -118,9 +119,10 @@ class ChatApp:
 
     def __init__(self, client: ollama.Client, qdrant: QdrantClient, cfg: Config, collection: str,
                  history: HistoryStore, metrics: MetricsLog, k: int = 4, max_messages: int = 6,
-                 options: dict | None = None, hybrid: bool = False) -> None:
+                 options: dict | None = None, hybrid: bool = False, guard: Guard | None = None) -> None:
         self.client, self.qdrant, self.cfg, self.collection = client, qdrant, cfg, collection
         self.hybrid = hybrid  # True: dense + BM25 fused by RRF (lesson 11) instead of dense alone
+        self.guard = guard  # lesson 14's guardrails; None (the default): lesson 10's pipeline as it was
         self.history, self.metrics, self.k, self.max_messages = history, metrics, k, max_messages
         self.options = {**OPTIONS, **(options or {})}
         self.chat_id = new_chat_id()
@@ -175,6 +177,14 @@ class ChatApp:
         past = last_n(self.history.messages(self.chat_id), self.max_messages)
         self.sources.value = ""  # the previous turn's sources and status go at once
         self.status.value = ""
+        verdict = self.guard.check_input(question) if self.guard else None
+        if verdict is not None and verdict.blocked:  # refused before any model call; kept out of the conversation
+            self.history.add_failed(self.chat_id, question, f"blocked by the guardrails: {'; '.join(verdict.reasons)}")
+            self.last_hits, self.last_query = [], question
+            self.render()
+            self.status.value = (f"<span style='color:#9a6700'>{html.escape(REFUSAL)} "
+                                 f"({html.escape('; '.join(verdict.reasons))})</span>")
+            return REFUSAL
         query = question
         if past:  # a follow-up: make it standalone before it is embedded (for retrieval only)
             self.render((question, "", "rewriting the follow-up for the search ..."))
@@ -183,9 +193,12 @@ class ChatApp:
         self.render((question, "", "searching the handbook ..."))
         with self.metrics.timed("retrieve", self.cfg.embed_model, request_id):
             hits = self.retrieve(query)
+        if self.guard:  # chunks that carry instructions are left out of the prompt
+            hits, _dropped = self.guard.filter_hits(hits)
         self.last_hits, self.last_query = hits, query
         self.sources.value = sources_html(hits)
         system, user = build_messages(question, hits)  # the prompt carries the user's own words (lesson 07)
+        messages = self.guard.messages(question, hits, past) if self.guard else [system, *past, user]
         self.render((question, "", "reading the sources ..."))
         pieces: list[str] = []
         shown = [0.0]
@@ -196,9 +209,11 @@ class ChatApp:
                 shown[0] = time.perf_counter()
                 self.render((question, "".join(pieces), "writing ... (Stop ends it here)"))
 
-        stream = self.client.chat(model=model, messages=[system, *past, user], stream=True, options=self.options)
+        stream = self.client.chat(model=model, messages=messages, stream=True, options=self.options)
         answer, record = self.metrics.stream(stream, "generate", request_id, on_text=show, should_stop=self._stop.is_set)
         answer = clean_answer(answer)
+        if self.guard:  # links, canary-like codes and bad citations stripped; an echo of the system prompt refused
+            answer = self.guard.check_output(answer, hits).text
         if record.stopped:
             answer = (answer + STOPPED).strip()
         self.history.add(self.chat_id, "user", question)

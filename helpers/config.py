@@ -70,6 +70,7 @@ class Settings:
     chat_gguf: str | None  # WORKSHOP_CHAT_GGUF: serve this GGUF file instead of SmolLM2
     state_dir: Path  # logs, pid file, SQLite history, caches (gitignored)
     history_url: str | None = None  # HISTORY_URL: postgresql://... for the served app's history; None: SQLite
+    guardrails: bool = True  # WORKSHOP_GUARDRAILS=0: the served app runs without lesson 14's guardrails
 
 
 def read_settings() -> Settings:
@@ -86,6 +87,7 @@ def read_settings() -> Settings:
         chat_gguf=env.get("WORKSHOP_CHAT_GGUF") or None,
         state_dir=Path(env.get("WORKSHOP_STATE_DIR") or REPO_ROOT / ".workshop"),
         history_url=env.get("HISTORY_URL") or None,
+        guardrails=(env.get("WORKSHOP_GUARDRAILS") or "1").strip().lower() not in {"0", "false", "no", "off"},
     )
 
 

@@ -38,9 +38,12 @@ def sample(http: httpx.Client, name: str, labels: dict) -> float:
     return 0.0
 
 
-def test_backend_down_opens_the_breaker_then_503_says_when_to_retry(tmp_path):
+@pytest.mark.parametrize("guardrails", [False, True])
+def test_backend_down_opens_the_breaker_then_503_says_when_to_retry(tmp_path, guardrails):
+    """With the guardrails on (the default), the question's embedding is the first call to fail (stage "guard")."""
     app = create_app(stand_in_config(f"http://127.0.0.1:{free_port()}"), qdrant=QdrantClient(":memory:"),
-                     history=HistoryStore(tmp_path / "h.sqlite"), tuning={**TUNING, "breaker_reset_s": 60})
+                     history=HistoryStore(tmp_path / "h.sqlite"), tuning={**TUNING, "breaker_reset_s": 60},
+                     guardrails=guardrails)
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         for _ in range(2):
             response = http.post("/chat/down", json={"question": QUESTION})
@@ -51,7 +54,8 @@ def test_backend_down_opens_the_breaker_then_503_says_when_to_retry(tmp_path):
         assert 50 <= response.json()["retry_after_s"] <= 60 and 50 <= int(response.headers["Retry-After"]) <= 60
         assert time.perf_counter() - start < 10  # no retries against a backend known to be down (embeds aside)
         assert http.get("/healthz").json()["breaker"] == "open"
-        assert sample(http, "rag_failures_total", {"stage": "generate", "kind": "connection"}) == 2
+        first = "guard" if guardrails else "generate"
+        assert sample(http, "rag_failures_total", {"stage": first, "kind": "connection"}) == 2
         assert sample(http, "rag_failures_total", {"stage": "generate", "kind": "circuit_open"}) == 1
         assert sample(http, "rag_circuit_state", {"breaker": "llm"}) == 2
         assert sample(http, "rag_request_seconds_count", {"status": "unavailable"}) == 3
@@ -65,7 +69,8 @@ def faulty(stand_in, tmp_path):
     json_logs("rag", stream=out)
     with FaultProxy(stand_in[0]) as proxy:
         app = create_app(stand_in_config(proxy.url), qdrant=indexed_qdrant(stand_in[0]),
-                         history=HistoryStore(tmp_path / "h.sqlite"), options={"num_predict": 8}, tuning=TUNING)
+                         history=HistoryStore(tmp_path / "h.sqlite"), options={"num_predict": 8}, tuning=TUNING,
+                         guardrails=False)  # the pipeline's own behaviour (the guard fails closed: a 503)
         app.state.service.k = 1
         with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=600) as http:
             yield http, proxy, app.state.service, out

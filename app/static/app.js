@@ -95,6 +95,10 @@ async function ask(question) {
           $("status").textContent = "streaming…";
         } else if (event === "sources") {
           showSources(data.sources);
+        } else if (event === "guard") {  // lesson 14: a refusal, or the answer with links or codes stripped
+          answer.textContent = data.text;
+        } else if (event === "done" && data.blocked) {
+          $("status").textContent = "refused by the guardrails: nothing was sent to the model";
         } else if (event === "done") {
           $("status").textContent = `${data.completion_tokens} tokens, first after ${data.ttft_s.toFixed(2)} s, ` +
             `${(data.tokens_per_s || 0).toFixed(1)} tokens/s, ${data.total_s.toFixed(1)} s in all`;

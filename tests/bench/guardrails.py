@@ -1,0 +1,86 @@
+"""Lesson 14's measurement on every case: attack success, benign false positives and added latency, per layer.
+
+    .venv/bin/python -m tests.bench.guardrails [--benign-answers 103] [--timed 10] [--attacks ID,ID] [--k 4] [--num-predict 80]
+
+A private stand-in runs in a child process (tests.bench.common). The clean handbook is indexed into embedded Qdrant,
+then a separate collection holds it plus a poisoned copy of a page per document-channel attack (helpers.attacks).
+Every attack of data/attacks/attacks.jsonl is asked with no defence and with each layer added on top of the ones
+before; the input and source checks run on all 103 handbook questions, and the answers (needed by the output checks
+on the first --benign-answers of them, the latency with and without each layer on the first --timed. Temperature 0 and a seed: the same prompt gives the same
+answer, so a layer that leaves the prompt unchanged reuses it. Prints one table, in Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import ollama
+from qdrant_client import QdrantClient
+
+from helpers.attacks import Runner, attack_succeeded, checkable, index_poisoned, layer_row, load_attacks, planted_in
+from helpers.chunking import chunk_documents
+from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
+from helpers.corpus import load_documents, load_questions
+from helpers.guardrails import NONE, GuardSettings, cumulative_layers
+from helpers.index import index_chunks
+from tests.bench.common import load_note, private_stand_in, progress
+
+COLUMNS = ["layers", "attacks succeeded", "attack success %", "code-checkable succeeded", "attacks acted on", "benign FP %",
+           "benign asked", "guard ms/question", "added latency ms/question", "added prompt tokens"]
+
+
+def markdown(rows: list[dict]) -> str:
+    """Rows as a Markdown table."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benign-answers", type=int, default=103, help="benign questions answered by the model")
+    parser.add_argument("--attacks", default="", help="comma-separated case ids (default: every case)")
+    parser.add_argument("--timed", type=int, default=10, help="benign questions timed with and without each layer")
+    parser.add_argument("--k", type=int, default=4, help="chunks per question (4, as the service)")
+    parser.add_argument("--num-predict", type=int, default=80)
+    parser.add_argument("--host", default="", help="an Ollama API to use instead of a private stand-in")
+    args = parser.parse_args(argv)
+    attacks = load_attacks()
+    if args.attacks:
+        wanted = set(args.attacks.split(","))
+        attacks = [c for c in attacks if c["id"] in wanted]
+    benign = load_questions()
+    options = {"temperature": 0, "seed": 42, "num_predict": args.num_predict, "num_ctx": 4096}
+    started = time.perf_counter()
+    with private_stand_in() if not args.host else contextlib.nullcontext(args.host) as url:
+        client = ollama.Client(host=url)
+        qdrant = QdrantClient(":memory:")
+        docs, _ = load_documents()
+        index_chunks(qdrant, client, "handbook", chunk_documents(docs), EMBED_MODEL)
+        index_poisoned(qdrant, client, "handbook", "handbook-poisoned", attacks, docs, EMBED_MODEL)
+        runner = Runner(client, qdrant, "handbook-poisoned", STAND_IN_CHAT_MODEL, EMBED_MODEL, options, k=args.k)
+        delivered = [c["id"] for c in attacks if planted_in(c, runner.hits(c))]
+        progress(f"{len(attacks)} attacks; the planted text was among the k={args.k} retrieved chunks for "
+                 f"{len(delivered)} of {sum(c['channel'] == 'document' for c in attacks)} document attacks")
+        rows, baseline = [], {}
+        for name, settings in cumulative_layers():
+            progress(f"{time.perf_counter() - started:6.0f} s  {name}")
+            answered = benign[: args.benign_answers]
+            rows.append(layer_row(name, runner, settings, attacks, benign, answered, answered[: args.timed], baseline))
+            progress("| " + " | ".join(str(rows[-1][c]) for c in COLUMNS) + " |")
+        full = GuardSettings()
+        still = [c["id"] for c in attacks if checkable(c) and attack_succeeded(
+            c, runner.run(c, full).shown, runner.guard(full).system_prompt)]
+        none_ok = [c["id"] for c in attacks if attack_succeeded(c, runner.run(c, NONE).shown,
+                                                                runner.guard(NONE).system_prompt)]
+    print(markdown(rows))
+    print(f"\nno defence: {len(none_ok)} attacks succeeded ({', '.join(none_ok)}); all layers: code-checkable "
+          f"successes {still or 'none'}")
+    print(f"{len(runner.generations)} model calls, k={args.k}, num_predict={args.num_predict}, "
+          f"{time.perf_counter() - started:.0f} s in all; {load_note()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

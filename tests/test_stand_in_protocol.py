@@ -62,6 +62,11 @@ class FakeChat:
 
     def stream(self, prompt: str, opts: SamplingOptions, grammar: object, stats: GenerationStats) -> Iterator[str]:
         self.record.served.append(prompt)
+        if isinstance(grammar, dict) and "fake_tools" in grammar:  # a call of the first tool allowed, in two pieces
+            call = json.dumps({"name": grammar["fake_tools"][0], "arguments": {}})
+            stats.eval_count = 2
+            yield from (call[:5], call[5:])
+            return
         self.record.running += 1
         try:
             stats.prompt_eval_count = len(prompt.split())
@@ -94,6 +99,11 @@ class FakeEmbedder:
         return np.full((len(texts), 384), 384**-0.5, dtype=np.float32), sum(self.count_tokens(texts))
 
 
+def fake_tool_grammar(tools: list[dict]) -> dict:
+    """Stands for the real tool grammar: the fake model calls the first tool it allows."""
+    return {"fake_tools": [t["function"]["name"] for t in tools]}
+
+
 def fake_grammar(fmt: object) -> object:
     """Accepts what the real make_grammar accepts, without llama.cpp."""
     if fmt in (None, "", "json") or isinstance(fmt, dict):
@@ -109,7 +119,8 @@ def fake(tmp_path_factory) -> Iterator[tuple[str, object, Record]]:
     (folder / "fake.gguf").write_bytes(b"GGUF" + b"\0" * 100)
     (folder / "fake.onnx").write_bytes(b"\0" * 100)
     registry = Registry(models=[
-        Served(CHAT, "chat", folder / "fake.gguf", "llama", "1M", "F16", lambda: FakeChat(record), fake_grammar),
+        Served(CHAT, "chat", folder / "fake.gguf", "llama", "1M", "F16", lambda: FakeChat(record), fake_grammar,
+               fake_tool_grammar),
         Served(EMBED, "embed", folder / "fake.onnx", "bert", "1M", "F16", FakeEmbedder),
     ])
     server = make_server(free_port(), registry, request_timeout=REQUEST_TIMEOUT_S)
@@ -337,7 +348,7 @@ def test_errors_leave_a_kept_alive_connection_usable(fake):
 
 @pytest.mark.parametrize("method, path, status", [("GET", "/api/chat", 405), ("POST", "/api/tags", 405),
                                                   ("PUT", "/api/embed", 405), ("DELETE", "/api/delete", 404),
-                                                  ("POST", "/api/nothing", 404), ("POST", "/v1/chat/completions", 404)])
+                                                  ("POST", "/api/nothing", 404), ("POST", "/v1/completions", 404)])
 def test_status_codes_are_ollamas_and_bodies_are_json(fake, method, path, status):
     r = httpx.request(method, fake[0] + path, json={"model": CHAT})
     assert r.status_code == status
@@ -353,7 +364,9 @@ def test_status_codes_are_ollamas_and_bodies_are_json(fake, method, path, status
     ({"model": CHAT, "messages": USER, "options": {"temperature": "hot"}}, "temperature"),
     ({"model": CHAT, "messages": USER, "format": "xml"}, "format"),
     ({"model": CHAT, "messages": USER, "think": True}, "does not support thinking"),
-    ({"model": CHAT, "messages": USER, "tools": [{"type": "function"}]}, "does not support tools"),
+    ({"model": CHAT, "messages": USER, "tools": [{"type": "function"}]}, "tools[0] must be"),
+    ({"model": CHAT, "messages": USER, "tools": [{"function": {"name": "f", "parameters": "x"}}]}, "parameters must be"),
+    ({"model": CHAT, "messages": [{"role": "assistant", "tool_calls": [{"name": "f"}]}]}, "tool_calls must be"),
     ({"model": CHAT, "messages": USER, "keep_alive": "soon"}, "keep_alive"),
     ({"model": CHAT, "messages": "hi"}, "messages"),
     ({"model": 5, "messages": USER}, "model is required"),

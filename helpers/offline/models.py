@@ -231,6 +231,49 @@ def make_grammar(fmt: object):
     raise ValueError("'format' must be \"json\" or a JSON schema object")
 
 
+TOOL_STRING_MAX = 200  # a tool-call grammar bounds strings that declare no maxLength (a 135M model can ramble)
+TOOL_ARRAY_MAX = 8  # ... and arrays that declare no maxItems, so that a call always ends
+
+
+def bounded(schema: object) -> object:
+    """A copy of a JSON schema with limits added for the grammar: string length, array items, no free-form objects."""
+    if isinstance(schema, list):
+        return [bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v) for k, v in schema.items()}
+    kinds = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    if "string" in kinds and not {"maxLength", "enum", "const", "pattern", "format"} & out.keys():
+        out["maxLength"] = TOOL_STRING_MAX
+    if "array" in kinds and "maxItems" not in out:
+        out["maxItems"] = TOOL_ARRAY_MAX
+    if "object" in kinds and not out.get("properties") and "additionalProperties" not in out:
+        out["additionalProperties"] = False  # an object that declares no properties: {} (not any JSON object)
+    return out
+
+
+def tool_call_schema(tools: list[dict]) -> dict:
+    """The JSON schema of one tool call: {"name": one declared tool, "arguments": that tool's parameters}."""
+    options = []
+    for tool in tools:
+        function = tool["function"]
+        params = function.get("parameters") or {"type": "object"}
+        options.append({"type": "object", "properties": {"name": {"const": function["name"]},
+                                                         "arguments": bounded(params)},
+                        "required": ["name", "arguments"]})
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def make_tool_grammar(tools: list[dict]):
+    """A llama.cpp grammar whose every complete output is a call of a declared tool with schema-valid arguments."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(tool_call_schema(tools)), verbose=False)
+    except Exception as exc:  # the converter raises plain exceptions on unsupported schemas
+        raise ValueError(f"unsupported JSON schema in the parameters of a tool: {exc}") from exc
+
+
 class ChatModel:
     """A GGUF chat model run by llama-cpp-python, with the chat template stored in the file."""
 

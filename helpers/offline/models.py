@@ -225,13 +225,13 @@ def make_grammar(fmt: object):
         return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
     if isinstance(fmt, dict):
         try:
-            return LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
+            return LlamaGrammar.from_string(schema_gbnf(fmt), verbose=False)
         except Exception as exc:  # the converter raises plain exceptions on unsupported schemas
             raise ValueError(f"unsupported JSON schema in 'format': {exc}") from exc
     raise ValueError("'format' must be \"json\" or a JSON schema object")
 
 
-TOOL_STRING_MAX = 200  # a tool-call grammar bounds strings that declare no maxLength (a 135M model can ramble)
+TOOL_STRING_MAX = 100  # a tool-call grammar bounds strings that declare no maxLength (a 135M model can ramble)
 TOOL_ARRAY_MAX = 8  # ... and arrays that declare no maxItems, so that a call always ends
 
 
@@ -264,14 +264,30 @@ def tool_call_schema(tools: list[dict]) -> dict:
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
+# JSON's string character: llama-cpp-python's converter lets control characters (a raw newline) into strings,
+# which makes invalid JSON; this rule is JSON's own.
+JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+CHECKED_FIRST = 256  # a constrained step checks the grammar on this many most likely tokens before the whole vocabulary
+
+
+def schema_gbnf(schema: dict) -> str:
+    """llama.cpp's grammar for a JSON schema, with JSON's own string character rule."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    return "\n".join(JSON_CHAR_RULE if line.startswith("char ::=") else line for line in gbnf.splitlines())
+
+
 def make_tool_grammar(tools: list[dict]):
     """A llama.cpp grammar whose every complete output is a call of a declared tool with schema-valid arguments."""
     from llama_cpp.llama_grammar import LlamaGrammar
 
     try:
-        return LlamaGrammar.from_json_schema(json.dumps(tool_call_schema(tools)), verbose=False)
+        grammar = LlamaGrammar.from_string(schema_gbnf(tool_call_schema(tools)), verbose=False)
     except Exception as exc:  # the converter raises plain exceptions on unsupported schemas
         raise ValueError(f"unsupported JSON schema in the parameters of a tool: {exc}") from exc
+    grammar.checked_first = True  # ChatModel.stream decodes it with its own loop (see ChatModel._constrained)
+    return grammar
 
 
 class ChatModel:
@@ -342,10 +358,13 @@ class ChatModel:
         stats.done_reason = "length"
         if limit <= 0:
             return
-        tokens_out = self.llm.generate(  # the prompt is evaluated: sample from its last logits on
-            [], top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
-            repeat_penalty=opts.repeat_penalty, grammar=grammar, reset=False,
-        )
+        if getattr(grammar, "checked_first", False):
+            tokens_out = self._constrained(grammar, opts)
+        else:
+            tokens_out = self.llm.generate(  # the prompt is evaluated: sample from its last logits on
+                [], top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
+                repeat_penalty=opts.repeat_penalty, grammar=grammar, reset=False,
+            )
         try:
             for token in tokens_out:
                 now = time.perf_counter_ns()
@@ -372,6 +391,66 @@ class ChatModel:
             yield tail
         if first is not None:
             stats.eval_duration = time.perf_counter_ns() - first
+
+    def _constrained(self, grammar, opts: SamplingOptions) -> Iterator[int]:
+        """Tokens that follow `grammar`, checking it on the CHECKED_FIRST most likely tokens first.
+
+        llama.cpp's sampler chain checks the grammar on all 49,152 tokens of the vocabulary at every step (about
+        0.2 s a token here); the likely tokens almost always include a valid one, and only when none is valid is
+        the whole vocabulary checked. Sampling: greedy at temperature 0, else temperature, top_k, top_p and min_p
+        over the valid tokens with a generator seeded like llama.cpp's (repeat_penalty is not applied here).
+        """
+        import ctypes
+
+        import llama_cpp
+
+        llm = self.llm
+        n_vocab = llm.n_vocab()
+        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar._grammar.encode("utf-8"),
+                                                       grammar._root.encode("utf-8"))
+        data = np.recarray((n_vocab,), dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)],
+                                                       align=True))
+        array = llama_cpp.llama_token_data_array(data=data.ctypes.data_as(llama_cpp.llama_token_data_p),
+                                                 size=0, selected=-1, sorted=False)
+        rng = np.random.default_rng(opts.seed if opts.seed is not None else random.randrange(2**31))
+
+        def valid(ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+            data.id[: len(ids)], data.logit[: len(ids)], data.p[: len(ids)] = ids, logits, 0.0
+            array.size, array.sorted, array.selected = len(ids), False, -1
+            llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+            return np.isfinite(data.logit[: len(ids)].copy())
+
+        try:
+            while True:
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).copy()
+                top = np.argpartition(-logits, CHECKED_FIRST)[:CHECKED_FIRST]
+                ok = valid(top, logits[top])
+                ids = top[ok]
+                if not len(ids):
+                    everything = np.arange(n_vocab, dtype=np.intc)
+                    ids = everything[valid(everything, logits)]
+                token = int(self._pick(ids, logits[ids], opts, rng))
+                llama_cpp.llama_sampler_accept(sampler, token)
+                yield token
+                llm.eval([token])
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+
+    @staticmethod
+    def _pick(ids: np.ndarray, logits: np.ndarray, opts: SamplingOptions, rng: np.random.Generator) -> int:
+        """One token of `ids`: the most likely at temperature 0, else sampled with top_k, top_p and min_p."""
+        order = np.argsort(-logits, kind="stable")
+        ids, logits = ids[order], logits[order]
+        if opts.temperature <= 0 or len(ids) == 1:
+            return ids[0]
+        if opts.top_k > 0:
+            ids, logits = ids[: opts.top_k], logits[: opts.top_k]
+        probs = np.exp((logits - logits[0]) / opts.temperature)
+        probs /= probs.sum()
+        keep = max(1, int(np.searchsorted(np.cumsum(probs), opts.top_p) + 1)) if opts.top_p < 1 else len(ids)
+        keep = min(keep, int((probs >= opts.min_p * probs[0]).sum()) or 1)
+        probs = probs[:keep] / probs[:keep].sum()
+        return ids[rng.choice(keep, p=probs)]
 
     def _evaluate(self, tokens: list[int]) -> None:
         """Evaluate the prompt in blocks of PROMPT_BLOCK tokens counted from its start, reusing cached blocks.

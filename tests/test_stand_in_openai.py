@@ -89,3 +89,19 @@ def test_errors_in_each_apis_own_shape(oa, client, stand_in):
     body = httpx.post(stand_in[0] + "/api/chat", json={"model": "gpt-4o-mini", "messages": USER}).json()
     v1 = httpx.post(stand_in[0] + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": USER}).json()
     assert isinstance(body["error"], str) and set(v1["error"]) == {"message", "type", "param", "code"}
+
+
+def test_logprobs_on_both_apis(oa, client):
+    options = {"temperature": 0, "num_predict": 4, "repeat_penalty": 1.0}
+    r = client.chat(model=STAND_IN_CHAT_MODEL, messages=USER, logprobs=True, top_logprobs=3, options=options)
+    assert len(r.logprobs) == r.eval_count and "".join(e.token for e in r.logprobs) == r.message.content
+    for e in r.logprobs:  # greedy: the token picked is the most likely one, listed first among 3 alternatives
+        assert len(e.top_logprobs) == 3 and e.top_logprobs[0].token == e.token and e.logprob <= 0
+        assert e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob
+    g = client.generate(model=STAND_IN_CHAT_MODEL, prompt="Name one colour of the sky.", logprobs=True, options=options)
+    assert len(g.logprobs) == g.eval_count and not g.logprobs[0].top_logprobs
+    v1 = oa.chat.completions.create(model=STAND_IN_CHAT_MODEL, messages=USER, logprobs=True, top_logprobs=2,
+                                    max_tokens=4, temperature=0)
+    content = v1.choices[0].logprobs.content
+    assert [e.token for e in content] == [e.token for e in r.logprobs] and len(content[0].top_logprobs) == 2
+    assert client.chat(model=STAND_IN_CHAT_MODEL, messages=USER, options=options).logprobs is None  # only when asked

@@ -139,6 +139,7 @@ class GenerationStats:
     prompt_eval_duration: int = 0
     eval_duration: int = 0
     done_reason: str = "stop"
+    logprobs: list[dict] | None = None  # a list to fill: one {"token", "logprob", "bytes", "top_logprobs"} a token
 
 
 @dataclass
@@ -154,6 +155,7 @@ class SamplingOptions:
     min_p: float = 0.0
     repeat_penalty: float = 1.1
     stop: list[str] = field(default_factory=list)
+    top_logprobs: int = -1  # -1: no logprobs; else how many alternatives to report per token (set by the server)
 
     @classmethod
     def from_request(cls, options: dict | None) -> SamplingOptions:
@@ -358,12 +360,14 @@ class ChatModel:
         stats.done_reason = "length"
         if limit <= 0:
             return
+        record = LogprobRecorder(self.llm, opts.top_logprobs) if stats.logprobs is not None else None
         if getattr(grammar, "checked_first", False):
-            tokens_out = self._constrained(grammar, opts)
+            tokens_out = self._constrained(grammar, opts, record)
         else:
             tokens_out = self.llm.generate(  # the prompt is evaluated: sample from its last logits on
                 [], top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
                 repeat_penalty=opts.repeat_penalty, grammar=grammar, reset=False,
+                logits_processor=[record] if record else None,
             )
         try:
             for token in tokens_out:
@@ -376,6 +380,8 @@ class ChatModel:
                     break
                 stats.eval_count += 1
                 stats.eval_duration = now - first
+                if record:
+                    stats.logprobs.append(record.entry(token))
                 piece = scanner.feed(decoder.decode(self.llm.detokenize([token])))
                 if piece:
                     yield piece
@@ -392,7 +398,7 @@ class ChatModel:
         if first is not None:
             stats.eval_duration = time.perf_counter_ns() - first
 
-    def _constrained(self, grammar, opts: SamplingOptions) -> Iterator[int]:
+    def _constrained(self, grammar, opts: SamplingOptions, record: LogprobRecorder | None = None) -> Iterator[int]:
         """Tokens that follow `grammar`, checking it on the CHECKED_FIRST most likely tokens first.
 
         llama.cpp's sampler chain checks the grammar on all 49,152 tokens of the vocabulary at every step (about
@@ -423,6 +429,8 @@ class ChatModel:
         try:
             while True:
                 logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).copy()
+                if record:
+                    record(None, logits)
                 top = np.argpartition(-logits, CHECKED_FIRST)[:CHECKED_FIRST]
                 ok = valid(top, logits[top])
                 ids = top[ok]
@@ -475,6 +483,38 @@ class ChatModel:
     def close(self) -> None:
         """Free the model's memory (keep_alive 0 unloads it)."""
         self.llm.close()
+
+
+class LogprobRecorder:
+    """A llama-cpp-python logits processor that keeps each step's log-softmax, for Ollama's `logprobs`.
+
+    The log-probabilities are the model's, before temperature, penalties and any grammar are applied (what the
+    model thinks, not what the sampler was allowed to pick). Costs one log-softmax over the vocabulary a token.
+    """
+
+    def __init__(self, llm: object, top: int) -> None:
+        self.llm, self.top, self.last = llm, top, None
+
+    def __call__(self, input_ids: object, logits: np.ndarray) -> np.ndarray:
+        shifted = logits.astype(np.float64) - logits.max()
+        self.last = shifted - np.log(np.exp(shifted).sum())
+        return logits
+
+    def text(self, token: int) -> tuple[str, list[int]]:
+        raw = self.llm.detokenize([token], special=True)
+        return raw.decode("utf-8", "replace"), list(raw)
+
+    def entry(self, token: int) -> dict:
+        """The Logprob entry of the token just sampled."""
+        lp = self.last
+        if lp is None:
+            return {"token": self.text(token)[0], "logprob": 0.0, "bytes": self.text(token)[1], "top_logprobs": []}
+        best = np.argpartition(-lp, self.top)[: self.top] if self.top else np.array([], dtype=int)
+        best = best[np.argsort(-lp[best])]
+        alternatives = [{"token": self.text(int(t))[0], "logprob": float(lp[t]), "bytes": self.text(int(t))[1]}
+                        for t in best]
+        text, raw = self.text(token)
+        return {"token": text, "logprob": float(lp[token]), "bytes": raw, "top_logprobs": alternatives}
 
 
 CHATML_TEMPLATE = (

@@ -385,10 +385,10 @@ def common_fields(registry: Registry, body: dict) -> tuple[Served, SamplingOptio
     top = field_of(body, "top_logprobs", (int,), "an integer", 0)
     if not 0 <= top <= 20:
         raise ApiError(400, "top_logprobs must be between 0 and 20")
-    if field_of(body, "logprobs", (bool,), "true or false", False) or top:
-        raise ApiError(400, "the workshop's offline server does not return logprobs; use a real Ollama for them")
+    want_logprobs = field_of(body, "logprobs", (bool,), "true or false", False)
     try:
         opts = SamplingOptions.from_request(body.get("options"))
+        opts.top_logprobs = top if want_logprobs else -1  # -1: no logprobs asked (Ollama ignores top_logprobs alone)
         grammar = m.grammar(body.get("format"))
     except ValueError as exc:
         raise ApiError(400, str(exc)) from exc
@@ -636,9 +636,17 @@ def generation_job(m: Served, opts: SamplingOptions, grammar: object, keep_alive
 
     def body(model: object, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
         prompt = make_prompt(model)  # a template that rejects the messages raises here, before any line
-        stats = GenerationStats()
+        stats = GenerationStats(logprobs=[] if opts.top_logprobs >= 0 else None)
         pieces = model.stream(prompt, opts, grammar, stats)
-        collected = []
+        collected, sent = [], 0
+
+        def logprobs() -> dict:  # the entries of the tokens decoded since the last line
+            nonlocal sent
+            if stats.logprobs is None:
+                return {}
+            new, sent = stats.logprobs[sent:], len(stats.logprobs)
+            return {"logprobs": new} if new else {}
+
         try:
             for piece in pieces:
                 if cancelled.is_set():
@@ -646,12 +654,13 @@ def generation_job(m: Served, opts: SamplingOptions, grammar: object, keep_alive
                 if finish is not None:
                     collected.append(piece)
                     continue
-                yield {"model": m.name, "created_at": now_iso(), **shape(piece), "done": False}
+                yield {"model": m.name, "created_at": now_iso(), **shape(piece), **logprobs(), "done": False}
         finally:
             pieces.close()
         if finish is not None:
-            yield {"model": m.name, "created_at": now_iso(), **finish("".join(collected)), "done": False}
-        yield {"model": m.name, "created_at": now_iso(), **shape(""), **final_fields(stats, load_ns, started)}
+            yield {"model": m.name, "created_at": now_iso(), **finish("".join(collected)), **logprobs(), "done": False}
+        yield {"model": m.name, "created_at": now_iso(), **shape(""), **logprobs(),
+               **final_fields(stats, load_ns, started)}
 
     return Job(queued(m, keep_alive, body))
 
@@ -666,6 +675,9 @@ async def generation(request: Request, m: Served, opts: SamplingOptions, grammar
         calls = [c for x in lines for c in (x.get("message") or {}).get("tool_calls") or []]
         if calls:
             merged["message"]["tool_calls"] = calls
+        entries = [e for x in lines for e in x.get("logprobs") or []]
+        if entries:
+            merged["logprobs"] = entries
         return merged
 
     return await answer(request, generation_job(m, opts, grammar, keep_alive, make_prompt, shape, finish), stream, merge)

@@ -106,7 +106,7 @@ def relevance_grade(client: ollama.Client, model: str, query: str, title: str, t
         query=query, title=title, text=text)}], "format": RERANK_SCHEMA, "options": {"temperature": 0, "num_predict": 16}}
     try:
         response = client.chat(**request, logprobs=True, top_logprobs=4)
-    except ollama.ResponseError as exc:  # a backend without logprobs (the offline stand-in) says so with a 400
+    except ollama.ResponseError as exc:  # a backend without logprobs says so with a 400 (the stand-in has them since lesson 15)
         if exc.status_code != 400 or "logprobs" not in str(exc.error):
             raise
         response = client.chat(**request)

@@ -139,6 +139,7 @@ class GenerationStats:
     prompt_eval_duration: int = 0
     eval_duration: int = 0
     done_reason: str = "stop"
+    logprobs: list[dict] | None = None  # a list to fill: one {"token", "logprob", "bytes", "top_logprobs"} a token
 
 
 @dataclass
@@ -154,6 +155,7 @@ class SamplingOptions:
     min_p: float = 0.0
     repeat_penalty: float = 1.1
     stop: list[str] = field(default_factory=list)
+    top_logprobs: int = -1  # -1: no logprobs; else how many alternatives to report per token (set by the server)
 
     @classmethod
     def from_request(cls, options: dict | None) -> SamplingOptions:
@@ -225,10 +227,69 @@ def make_grammar(fmt: object):
         return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
     if isinstance(fmt, dict):
         try:
-            return LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
+            return LlamaGrammar.from_string(schema_gbnf(fmt), verbose=False)
         except Exception as exc:  # the converter raises plain exceptions on unsupported schemas
             raise ValueError(f"unsupported JSON schema in 'format': {exc}") from exc
     raise ValueError("'format' must be \"json\" or a JSON schema object")
+
+
+TOOL_STRING_MAX = 100  # a tool-call grammar bounds strings that declare no maxLength (a 135M model can ramble)
+TOOL_ARRAY_MAX = 8  # ... and arrays that declare no maxItems, so that a call always ends
+
+
+def bounded(schema: object) -> object:
+    """A copy of a JSON schema with limits added for the grammar: string length, array items, no free-form objects."""
+    if isinstance(schema, list):
+        return [bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v) for k, v in schema.items()}
+    kinds = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    if "string" in kinds and not {"maxLength", "enum", "const", "pattern", "format"} & out.keys():
+        out["maxLength"] = TOOL_STRING_MAX
+    if "array" in kinds and "maxItems" not in out:
+        out["maxItems"] = TOOL_ARRAY_MAX
+    if "object" in kinds and not out.get("properties") and "additionalProperties" not in out:
+        out["additionalProperties"] = False  # an object that declares no properties: {} (not any JSON object)
+    return out
+
+
+def tool_call_schema(tools: list[dict]) -> dict:
+    """The JSON schema of one tool call: {"name": one declared tool, "arguments": that tool's parameters}."""
+    options = []
+    for tool in tools:
+        function = tool["function"]
+        params = function.get("parameters") or {"type": "object"}
+        options.append({"type": "object", "properties": {"name": {"const": function["name"]},
+                                                         "arguments": bounded(params)},
+                        "required": ["name", "arguments"]})
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+# JSON's string character: llama-cpp-python's converter lets control characters (a raw newline) into strings,
+# which makes invalid JSON; this rule is JSON's own.
+JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+CHECKED_FIRST = 256  # a constrained step checks the grammar on this many most likely tokens before the whole vocabulary
+
+
+def schema_gbnf(schema: dict) -> str:
+    """llama.cpp's grammar for a JSON schema, with JSON's own string character rule."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    return "\n".join(JSON_CHAR_RULE if line.startswith("char ::=") else line for line in gbnf.splitlines())
+
+
+def make_tool_grammar(tools: list[dict]):
+    """A llama.cpp grammar whose every complete output is a call of a declared tool with schema-valid arguments."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        grammar = LlamaGrammar.from_string(schema_gbnf(tool_call_schema(tools)), verbose=False)
+    except Exception as exc:  # the converter raises plain exceptions on unsupported schemas
+        raise ValueError(f"unsupported JSON schema in the parameters of a tool: {exc}") from exc
+    grammar.checked_first = True  # ChatModel.stream decodes it with its own loop (see ChatModel._constrained)
+    return grammar
 
 
 class ChatModel:
@@ -299,10 +360,15 @@ class ChatModel:
         stats.done_reason = "length"
         if limit <= 0:
             return
-        tokens_out = self.llm.generate(  # the prompt is evaluated: sample from its last logits on
-            [], top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
-            repeat_penalty=opts.repeat_penalty, grammar=grammar, reset=False,
-        )
+        record = LogprobRecorder(self.llm, opts.top_logprobs) if stats.logprobs is not None else None
+        if getattr(grammar, "checked_first", False):
+            tokens_out = self._constrained(grammar, opts, record)
+        else:
+            tokens_out = self.llm.generate(  # the prompt is evaluated: sample from its last logits on
+                [], top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
+                repeat_penalty=opts.repeat_penalty, grammar=grammar, reset=False,
+                logits_processor=[record] if record else None,
+            )
         try:
             for token in tokens_out:
                 now = time.perf_counter_ns()
@@ -314,6 +380,8 @@ class ChatModel:
                     break
                 stats.eval_count += 1
                 stats.eval_duration = now - first
+                if record:
+                    stats.logprobs.append(record.entry(token))
                 piece = scanner.feed(decoder.decode(self.llm.detokenize([token])))
                 if piece:
                     yield piece
@@ -329,6 +397,68 @@ class ChatModel:
             yield tail
         if first is not None:
             stats.eval_duration = time.perf_counter_ns() - first
+
+    def _constrained(self, grammar, opts: SamplingOptions, record: LogprobRecorder | None = None) -> Iterator[int]:
+        """Tokens that follow `grammar`, checking it on the CHECKED_FIRST most likely tokens first.
+
+        llama.cpp's sampler chain checks the grammar on all 49,152 tokens of the vocabulary at every step (about
+        0.2 s a token here); the likely tokens almost always include a valid one, and only when none is valid is
+        the whole vocabulary checked. Sampling: greedy at temperature 0, else temperature, top_k, top_p and min_p
+        over the valid tokens with a generator seeded like llama.cpp's (repeat_penalty is not applied here).
+        """
+        import ctypes
+
+        import llama_cpp
+
+        llm = self.llm
+        n_vocab = llm.n_vocab()
+        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar._grammar.encode("utf-8"),
+                                                       grammar._root.encode("utf-8"))
+        data = np.recarray((n_vocab,), dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)],
+                                                       align=True))
+        array = llama_cpp.llama_token_data_array(data=data.ctypes.data_as(llama_cpp.llama_token_data_p),
+                                                 size=0, selected=-1, sorted=False)
+        rng = np.random.default_rng(opts.seed if opts.seed is not None else random.randrange(2**31))
+
+        def valid(ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+            data.id[: len(ids)], data.logit[: len(ids)], data.p[: len(ids)] = ids, logits, 0.0
+            array.size, array.sorted, array.selected = len(ids), False, -1
+            llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+            return np.isfinite(data.logit[: len(ids)].copy())
+
+        try:
+            while True:
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).copy()
+                if record:
+                    record(None, logits)
+                top = np.argpartition(-logits, CHECKED_FIRST)[:CHECKED_FIRST]
+                ok = valid(top, logits[top])
+                ids = top[ok]
+                if not len(ids):
+                    everything = np.arange(n_vocab, dtype=np.intc)
+                    ids = everything[valid(everything, logits)]
+                token = int(self._pick(ids, logits[ids], opts, rng))
+                llama_cpp.llama_sampler_accept(sampler, token)
+                yield token
+                llm.eval([token])
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+
+    @staticmethod
+    def _pick(ids: np.ndarray, logits: np.ndarray, opts: SamplingOptions, rng: np.random.Generator) -> int:
+        """One token of `ids`: the most likely at temperature 0, else sampled with top_k, top_p and min_p."""
+        order = np.argsort(-logits, kind="stable")
+        ids, logits = ids[order], logits[order]
+        if opts.temperature <= 0 or len(ids) == 1:
+            return ids[0]
+        if opts.top_k > 0:
+            ids, logits = ids[: opts.top_k], logits[: opts.top_k]
+        probs = np.exp((logits - logits[0]) / opts.temperature)
+        probs /= probs.sum()
+        keep = max(1, int(np.searchsorted(np.cumsum(probs), opts.top_p) + 1)) if opts.top_p < 1 else len(ids)
+        keep = min(keep, int((probs >= opts.min_p * probs[0]).sum()) or 1)
+        probs = probs[:keep] / probs[:keep].sum()
+        return ids[rng.choice(keep, p=probs)]
 
     def _evaluate(self, tokens: list[int]) -> None:
         """Evaluate the prompt in blocks of PROMPT_BLOCK tokens counted from its start, reusing cached blocks.
@@ -353,6 +483,38 @@ class ChatModel:
     def close(self) -> None:
         """Free the model's memory (keep_alive 0 unloads it)."""
         self.llm.close()
+
+
+class LogprobRecorder:
+    """A llama-cpp-python logits processor that keeps each step's log-softmax, for Ollama's `logprobs`.
+
+    The log-probabilities are the model's, before temperature, penalties and any grammar are applied (what the
+    model thinks, not what the sampler was allowed to pick). Costs one log-softmax over the vocabulary a token.
+    """
+
+    def __init__(self, llm: object, top: int) -> None:
+        self.llm, self.top, self.last = llm, top, None
+
+    def __call__(self, input_ids: object, logits: np.ndarray) -> np.ndarray:
+        shifted = logits.astype(np.float64) - logits.max()
+        self.last = shifted - np.log(np.exp(shifted).sum())
+        return logits
+
+    def text(self, token: int) -> tuple[str, list[int]]:
+        raw = self.llm.detokenize([token], special=True)
+        return raw.decode("utf-8", "replace"), list(raw)
+
+    def entry(self, token: int) -> dict:
+        """The Logprob entry of the token just sampled."""
+        lp = self.last
+        if lp is None:
+            return {"token": self.text(token)[0], "logprob": 0.0, "bytes": self.text(token)[1], "top_logprobs": []}
+        best = np.argpartition(-lp, self.top)[: self.top] if self.top else np.array([], dtype=int)
+        best = best[np.argsort(-lp[best])]
+        alternatives = [{"token": self.text(int(t))[0], "logprob": float(lp[t]), "bytes": self.text(int(t))[1]}
+                        for t in best]
+        text, raw = self.text(token)
+        return {"token": text, "logprob": float(lp[token]), "bytes": raw, "top_logprobs": alternatives}
 
 
 CHATML_TEMPLATE = (

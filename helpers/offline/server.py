@@ -17,6 +17,7 @@ Nothing here imports llama_cpp or onnxruntime at module level: the fast tests ru
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import h11
+import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -49,6 +51,7 @@ from helpers.offline.models import (
     SamplingOptions,
     TemplateRejectedError,
     make_grammar,
+    make_tool_grammar,
 )
 
 log = logging.getLogger("workshop.stand-in")
@@ -135,6 +138,7 @@ class Served:
     quantization: str
     loader: Callable[[], object]
     grammar: Callable[[object], object] = make_grammar  # Ollama's `format` -> a constraint for the model
+    tool_grammar: Callable[[list[dict]], object] = make_tool_grammar  # declared tools -> a constraint for a call
     instance: object = None
     load_ns: int = 0
     info: dict = field(default_factory=dict)  # template and metadata, kept after an unload for /api/show
@@ -164,6 +168,11 @@ class Served:
                 close()
             log.info("unloaded %s", self.name)
 
+    @property
+    def capabilities(self) -> list[str]:
+        """Ollama's `capabilities` of the model."""
+        return ["completion", "tools"] if self.kind == "chat" else ["embedding"]
+
     def details(self) -> dict:
         """Ollama's `details` object."""
         fmt = "gguf" if self.path.suffix == ".gguf" else "onnx"
@@ -175,7 +184,8 @@ class Served:
         stat = self.path.stat()
         modified = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat()
         return {"name": self.name, "model": self.name, "modified_at": modified, "size": stat.st_size,
-                "digest": hashlib.sha256(f"{self.name}:{stat.st_size}".encode()).hexdigest(), "details": self.details()}
+                "digest": hashlib.sha256(f"{self.name}:{stat.st_size}".encode()).hexdigest(), "details": self.details(),
+                "capabilities": self.capabilities}
 
 
 def default_models(chat_gguf: str | None = None, chat_name: str | None = None) -> list[Served]:
@@ -265,7 +275,103 @@ def check_messages(messages: object, model: str) -> list[dict]:
                                 "takes the text as one string (pictures go in 'images'), not a list of parts")
         if m.get("images"):
             raise ApiError(400, f"\"{model}\" does not support vision (messages[{i}] has images)")
+        calls = m.get("tool_calls")
+        if calls is not None and (not isinstance(calls, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("function"), dict) and isinstance(c["function"].get("name"), str)
+                and isinstance(c["function"].get("arguments", {}), dict) for c in calls)):
+            raise ApiError(400, f"messages[{i}].tool_calls must be a list of "
+                                "{\"function\": {\"name\": ..., \"arguments\": {...}}} objects")
     return messages
+
+
+def check_tools(tools: object) -> list[dict]:
+    """Ollama's `tools`: a list of {"type": "function", "function": {"name", "description", "parameters"}}."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise ApiError(400, "'tools' must be a list of tools")
+    names = []
+    for i, t in enumerate(tools):
+        f = t.get("function") if isinstance(t, dict) else None
+        if (not isinstance(f, dict) or t.get("type", "function") != "function"
+                or not isinstance(f.get("name"), str) or not f["name"].strip()):
+            raise ApiError(400, f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ..., "
+                                "\"description\": ..., \"parameters\": {JSON schema}}}}")
+        if f.get("parameters") is not None and not isinstance(f["parameters"], dict):
+            raise ApiError(400, f"tools[{i}].function.parameters must be a JSON schema object")
+        if f["name"] in names:
+            raise ApiError(400, f"tools[{i}]: the tool name {f['name']!r} is declared twice")
+        names.append(f["name"])
+    return tools
+
+
+# How the stand-in decides between a tool call and plain text (a 135M model cannot judge whether a tool is needed,
+# so the rule decides, and the grammar makes the call well-formed; which tool it picks is the model's guess):
+# - no tools, or tool_choice "none" (/v1 only): plain text;
+# - tool_choice "required" or a named function (/v1 only): a call (of that function, when named);
+# - otherwise ("auto", and always on /api/chat): a call when the last message is not a tool result, plain text
+#   (an answer that uses the results) when it is.
+TOOLS_PROMPT = (
+    "You can call these tools (each line: a tool's name, what it does, the JSON schema of its arguments):\n{tools}\n"
+    "Reply with one JSON object naming the tool to call and its arguments: {{\"name\": ..., \"arguments\": {{...}}}}.")
+
+
+def call_tools(messages: list[dict], tools: list[dict], choice: object = "auto") -> list[dict]:
+    """The tools the answer must call one of ([] for plain text), by the rule above."""
+    if not tools or choice == "none":
+        return []
+    if isinstance(choice, str) and choice not in {"auto", "required"}:  # a named function
+        named = [t for t in tools if t["function"]["name"] == choice]
+        if not named:
+            raise ApiError(400, f"tool_choice names {choice!r}, which is not among the declared tools")
+        return named
+    if choice == "auto" and messages and messages[-1].get("role") == "tool":
+        return []
+    return tools
+
+
+def template_messages(messages: list[dict], tools: list[dict]) -> list[dict]:
+    """Messages for a plain chat template: calls as JSON text, tool results as user turns, tools in the system prompt."""
+    out: list[dict] = []
+    question = ""
+    for m in messages:
+        role, content = m["role"], m.get("content") or ""
+        if role == "user":
+            question = content
+        if role == "assistant" and m.get("tool_calls"):
+            calls = [f"Calling {c['function']['name']} with {json.dumps(c['function'].get('arguments') or {})}."
+                     for c in m["tool_calls"]]
+            content = "\n".join(([content] if content else []) + calls)
+        if role == "tool":  # SmolLM2's template knows system/user/assistant: a result reads as a user turn
+            result = f"{m.get('tool_name') or 'The tool'} returned:\n{content}"
+            if out and out[-1].get("tool_results"):
+                out[-1]["results"].append(result)
+            else:
+                out.append({"role": "user", "tool_results": True, "results": [result]})
+            out[-1]["content"] = "\n\n".join(out[-1]["results"]) + f"\n\nUse this to answer: {question}"
+            continue
+        out.append({"role": role, "content": content})
+    if tools:
+        lines = "\n".join(json.dumps({"name": t["function"]["name"], "description": t["function"].get("description", ""),
+                                      "parameters": t["function"].get("parameters") or {}}) for t in tools)
+        prompt = TOOLS_PROMPT.format(tools=lines)
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{prompt}"}
+        else:
+            out.insert(0, {"role": "system", "content": prompt})
+    return [{"role": m["role"], "content": m["content"]} for m in out]
+
+
+def tool_call_message(text: str) -> dict:
+    """The assistant message for a constrained call's text: `tool_calls`, or the text itself if it was cut short."""
+    try:
+        call = json.loads(text)
+        name, arguments = call["name"], call["arguments"]
+    except (ValueError, KeyError, TypeError):  # num_predict ended it before the JSON closed
+        return {"role": "assistant", "content": text}
+    call_id = "call_" + hashlib.sha256(f"{time.time_ns()}{text}".encode()).hexdigest()[:8]
+    return {"role": "assistant", "content": "",
+            "tool_calls": [{"id": call_id, "function": {"index": 0, "name": name, "arguments": arguments}}]}
 
 
 def common_fields(registry: Registry, body: dict) -> tuple[Served, SamplingOptions, object, bool, float | None]:
@@ -276,15 +382,13 @@ def common_fields(registry: Registry, body: dict) -> tuple[Served, SamplingOptio
     think = field_of(body, "think", (bool, str), "true, false or \"high\"/\"medium\"/\"low\"", False)
     if think:
         raise ApiError(400, f"\"{m.name}\" does not support thinking")
-    if field_of(body, "tools", (list,), "a list of tools", []):
-        raise ApiError(400, f"\"{m.name}\" does not support tools")
     top = field_of(body, "top_logprobs", (int,), "an integer", 0)
     if not 0 <= top <= 20:
         raise ApiError(400, "top_logprobs must be between 0 and 20")
-    if field_of(body, "logprobs", (bool,), "true or false", False) or top:
-        raise ApiError(400, "the workshop's offline server does not return logprobs; use a real Ollama for them")
+    want_logprobs = field_of(body, "logprobs", (bool,), "true or false", False)
     try:
         opts = SamplingOptions.from_request(body.get("options"))
+        opts.top_logprobs = top if want_logprobs else -1  # -1: no logprobs asked (Ollama ignores top_logprobs alone)
         grammar = m.grammar(body.get("format"))
     except ValueError as exc:
         raise ApiError(400, str(exc)) from exc
@@ -384,8 +488,18 @@ def ndjson(line: dict) -> bytes:
     return (json.dumps(line) + "\n").encode("utf-8")
 
 
-async def answer(request: Request, job: Job, stream: bool, merge: Callable[[list[dict]], dict]) -> Response:
-    """Pull the first line, then stream (errors as NDJSON lines) or answer one JSON object merged from all."""
+def ndjson_error(message: str) -> bytes:
+    """Ollama's mid-stream error line."""
+    return ndjson({"error": message})
+
+
+async def answer(request: Request, job: Job, stream: bool, merge: Callable[[list[dict]], dict],
+                 encode: Callable[[dict], bytes] = ndjson, error_line: Callable[[str], bytes] = ndjson_error,
+                 media_type: str = "application/x-ndjson") -> Response:
+    """Pull the first line, then stream (errors as NDJSON lines) or answer one JSON object merged from all.
+
+    encode, error_line and media_type make the stream another API's (the OpenAI-compatible one's SSE).
+    """
     kind, first = await job.next(request)
     if kind == "error":
         raise ApiError(*error_text(first))  # before anything was sent: a proper status + {"error": ...}
@@ -407,13 +521,13 @@ async def answer(request: Request, job: Job, stream: bool, merge: Callable[[list
 
     async def rest() -> AsyncIterator[bytes]:
         try:
-            yield ndjson(first)
+            yield encode(first)
             while True:
                 kind, value = await job.next(request)
                 if kind == "item":
-                    yield ndjson(value)
+                    yield encode(value)
                 elif kind == "error":
-                    yield ndjson({"error": error_text(value)[1]})  # Ollama's mid-stream error
+                    yield error_line(error_text(value)[1])  # the API's mid-stream error
                     return
                 else:
                     if kind == "gone":
@@ -422,7 +536,7 @@ async def answer(request: Request, job: Job, stream: bool, merge: Callable[[list
         finally:
             job.cancel()
 
-    return StreamingResponse(rest(), media_type="application/x-ndjson")
+    return StreamingResponse(rest(), media_type=media_type)
 
 
 # ---- endpoints ----------------------------------------------------------------------------------------
@@ -482,15 +596,15 @@ async def show(request: Request) -> Response:
         meta = m.info.get("metadata", {})
         info = {"general.architecture": "llama", "llama.context_length": int(meta.get("llama.context_length", 0)),
                 "llama.embedding_length": int(meta.get("llama.embedding_length", 0))}
-        template, caps = m.info.get("template", ""), ["completion"]
+        template = m.info.get("template", "")
     else:
         info = {"general.architecture": "bert", "bert.context_length": EMBED_MAX_TOKENS,
                 "bert.embedding_length": EMBED_DIM}
-        template, caps = "", ["embedding"]
+        template = ""
     return JSONResponse({
         "modelfile": f"# served by the workshop's offline server\nFROM {m.path}\n",
         "parameters": "", "template": template, "details": m.details(), "model_info": info,
-        "capabilities": caps, "modified_at": m.listing()["modified_at"]})
+        "capabilities": m.capabilities, "modified_at": m.listing()["modified_at"]})
 
 
 async def pull(request: Request) -> Response:
@@ -510,29 +624,81 @@ def final_fields(stats: GenerationStats, load_ns: int, started_ns: int) -> dict:
             "eval_duration": stats.eval_duration}
 
 
-async def generation(request: Request, m: Served, opts: SamplingOptions, grammar: object, stream: bool,
-                     keep_alive: float | None, make_prompt: Callable[[object], str], shape: Callable[[str], dict],
-                     text_of: Callable[[dict], str]) -> Response:
-    """Queue for the model, generate in a worker thread, answer streamed or whole."""
+def generation_job(m: Served, opts: SamplingOptions, grammar: object, keep_alive: float | None,
+                   make_prompt: Callable[[object], str], shape: Callable[[str], dict],
+                   finish: Callable[[str], dict] | None = None) -> Job:
+    """Queue for the model and generate in a worker thread: Ollama's lines, the last one with the metrics.
+
+    With `finish` (a constrained tool call), the pieces are collected, not streamed, and finish(text) is the one line
+    sent before the last, as Ollama sends a call whole once it has parsed it.
+    """
     started = time.perf_counter_ns()
 
     def body(model: object, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
         prompt = make_prompt(model)  # a template that rejects the messages raises here, before any line
-        stats = GenerationStats()
+        stats = GenerationStats(logprobs=[] if opts.top_logprobs >= 0 else None)
         pieces = model.stream(prompt, opts, grammar, stats)
+        collected, sent = [], 0
+
+        def logprobs() -> dict:  # the entries of the tokens decoded since the last line
+            nonlocal sent
+            if stats.logprobs is None:
+                return {}
+            new, sent = stats.logprobs[sent:], len(stats.logprobs)
+            return {"logprobs": new} if new else {}
+
         try:
             for piece in pieces:
                 if cancelled.is_set():
                     return
-                yield {"model": m.name, "created_at": now_iso(), **shape(piece), "done": False}
+                if finish is not None:
+                    collected.append(piece)
+                    continue
+                yield {"model": m.name, "created_at": now_iso(), **shape(piece), **logprobs(), "done": False}
         finally:
             pieces.close()
-        yield {"model": m.name, "created_at": now_iso(), **shape(""), **final_fields(stats, load_ns, started)}
+        if finish is not None:
+            yield {"model": m.name, "created_at": now_iso(), **finish("".join(collected)), **logprobs(), "done": False}
+        yield {"model": m.name, "created_at": now_iso(), **shape(""), **logprobs(),
+               **final_fields(stats, load_ns, started)}
+
+    return Job(queued(m, keep_alive, body))
+
+
+async def generation(request: Request, m: Served, opts: SamplingOptions, grammar: object, stream: bool,
+                     keep_alive: float | None, make_prompt: Callable[[object], str], shape: Callable[[str], dict],
+                     text_of: Callable[[dict], str], finish: Callable[[str], dict] | None = None) -> Response:
+    """Queue for the model, generate in a worker thread, answer streamed or whole."""
 
     def merge(lines: list[dict]) -> dict:
-        return {**lines[-1], **shape("".join(text_of(x) for x in lines[:-1]))}
+        merged = {**lines[-1], **shape("".join(text_of(x) for x in lines[:-1]))}
+        calls = [c for x in lines for c in (x.get("message") or {}).get("tool_calls") or []]
+        if calls:
+            merged["message"]["tool_calls"] = calls
+        entries = [e for x in lines for e in x.get("logprobs") or []]
+        if entries:
+            merged["logprobs"] = entries
+        return merged
 
-    return await answer(request, Job(queued(m, keep_alive, body)), stream, merge)
+    return await answer(request, generation_job(m, opts, grammar, keep_alive, make_prompt, shape, finish), stream, merge)
+
+
+def chat_plan(registry: Registry, body: dict, choice: object = "auto") -> dict:
+    """Everything a chat request needs, checked before it queues (the /api/chat and /v1 handlers share it)."""
+    m, opts, grammar, stream, keep_alive = common_fields(registry, body)
+    messages = check_messages(body.get("messages") if body.get("messages") is not None else [], m.name)
+    tools = check_tools(body.get("tools"))
+    calls = call_tools(messages, tools, choice)
+    if calls:
+        try:
+            grammar = m.tool_grammar(calls)  # a call replaces `format`: the arguments follow the tool's schema
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from exc
+    prompt_messages = template_messages(messages, calls)
+    return {"m": m, "opts": opts, "grammar": grammar, "stream": stream, "keep_alive": keep_alive,
+            "messages": messages, "make_prompt": lambda model: model.chat_prompt(prompt_messages, opts.num_ctx),
+            "shape": lambda piece: {"message": {"role": "assistant", "content": piece}},
+            "finish": (lambda text: {"message": tool_call_message(text)}) if calls else None}
 
 
 async def load_only(request: Request, m: Served, keep_alive: float | None, shape: dict) -> Response:
@@ -561,14 +727,11 @@ async def load_only(request: Request, m: Served, keep_alive: float | None, shape
 
 async def chat(request: Request) -> Response:
     body = await read_body(request)
-    m, opts, grammar, stream, keep_alive = common_fields(registry_of(request), body)
-    messages = check_messages(body.get("messages") if body.get("messages") is not None else [], m.name)
-    if not messages:  # Ollama loads (or, with keep_alive 0, unloads) the model and answers an empty message
-        return await load_only(request, m, keep_alive, {"message": {"role": "assistant", "content": ""}})
-    return await generation(request, m, opts, grammar, stream, keep_alive,
-                            lambda model: model.chat_prompt(messages, opts.num_ctx),
-                            lambda piece: {"message": {"role": "assistant", "content": piece}},
-                            lambda line: line["message"]["content"])
+    p = chat_plan(registry_of(request), body)
+    if not p["messages"]:  # Ollama loads (or, with keep_alive 0, unloads) the model and answers an empty message
+        return await load_only(request, p["m"], p["keep_alive"], {"message": {"role": "assistant", "content": ""}})
+    return await generation(request, p["m"], p["opts"], p["grammar"], p["stream"], p["keep_alive"], p["make_prompt"],
+                            p["shape"], lambda line: line["message"]["content"], p["finish"])
 
 
 async def generate(request: Request) -> Response:
@@ -655,11 +818,242 @@ async def embeddings(request: Request) -> Response:
     return JSONResponse({"embedding": vecs[0]})
 
 
+# ---- the OpenAI-compatible API, as Ollama serves it under /v1 (docs/api/openai-compatibility.mdx) ------------
+
+OPENAI_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+
+
+def openai_error(status: int, message: str) -> dict:
+    """OpenAI's error body, with the types Ollama uses."""
+    return {"error": {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "api_error"), "param": None, "code": None}}
+
+
+def sse(data: dict | str) -> bytes:
+    """One Server-Sent Event of the OpenAI stream."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+def openai_text(content: object, i: int, model: str) -> str | None:
+    """A message's content: a string, or a list of text parts joined (no images on the stand-in)."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in {"image_url", "input_audio"}:
+                raise ApiError(400, f"\"{model}\" does not support vision or audio (messages[{i}] has {kind})")
+            if kind != "text" or not isinstance(part.get("text"), str):
+                raise ApiError(400, f"messages[{i}].content: each part must be {{\"type\": \"text\", \"text\": ...}}")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts")
+
+
+def from_openai_calls(calls: object, i: int) -> list[dict]:
+    """OpenAI's tool_calls (arguments as a JSON string) as Ollama's (arguments as an object)."""
+    out = []
+    for c in calls if isinstance(calls, list) else []:
+        f = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            raise ApiError(400, f"messages[{i}].tool_calls: each call needs a function with a name")
+        try:
+            args = json.loads(f.get("arguments") or "{}") if isinstance(f.get("arguments", ""), str) else f["arguments"]
+        except json.JSONDecodeError as exc:
+            raise ApiError(400, f"messages[{i}].tool_calls: arguments must be a JSON object string ({exc})") from exc
+        out.append({"id": c.get("id"), "function": {"name": f["name"], "arguments": args}})
+    return out
+
+
+def from_openai_chat(body: dict) -> tuple[dict, object, bool]:
+    """An OpenAI chat request as an Ollama /api/chat body, plus its tool_choice and stream_options.include_usage."""
+    model = body.get("model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty list of {\"role\": ..., \"content\": ...} objects")
+    out, names = [], {}
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ApiError(400, f"messages[{i}] must be an object with a string 'role'")
+        msg = {"role": m["role"], "content": openai_text(m.get("content"), i, str(model)) or ""}
+        if m.get("tool_calls"):
+            msg["tool_calls"] = from_openai_calls(m["tool_calls"], i)
+            names.update({c["id"]: c["function"]["name"] for c in msg["tool_calls"] if c.get("id")})
+        if m["role"] == "tool":
+            msg["tool_name"] = m.get("name") or names.get(m.get("tool_call_id"), "")
+        out.append(msg)
+    n = field_of(body, "n", (int,), "an integer", 1)
+    if n != 1:
+        raise ApiError(400, "the workshop's offline server makes one choice per request: 'n' must be 1")
+    options = {"temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0), "seed": body.get("seed"),
+               "num_predict": body.get("max_completion_tokens", body.get("max_tokens")), "stop": body.get("stop")}
+    fmt = None
+    rf = field_of(body, "response_format", (dict,), "an object such as {\"type\": \"json_object\"}", {})
+    if rf.get("type") == "json_object":
+        fmt = "json"
+    elif rf.get("type") == "json_schema":
+        fmt = (rf.get("json_schema") or {}).get("schema")
+        if not isinstance(fmt, dict):
+            raise ApiError(400, "response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}")
+    elif rf and rf.get("type") != "text":
+        raise ApiError(400, f"response_format type {rf.get('type')!r} is not one of text, json_object, json_schema")
+    choice = body.get("tool_choice") or "auto"
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name")
+    if not isinstance(choice, str):
+        raise ApiError(400, "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                            "\"function\": {\"name\": ...}}")
+    stream_options = field_of(body, "stream_options", (dict,), "an object", {})
+    internal = {"model": model, "messages": out, "options": options, "format": fmt, "tools": body.get("tools"),
+                "stream": field_of(body, "stream", (bool,), "true or false", False),
+                "logprobs": body.get("logprobs"), "top_logprobs": body.get("top_logprobs")}
+    return internal, choice, bool(stream_options.get("include_usage"))
+
+
+def openai_calls(calls: list[dict] | None) -> list[dict]:
+    """Ollama's tool_calls as OpenAI's (arguments as a JSON string)."""
+    return [{"id": c.get("id") or f"call_{i}", "index": c["function"].get("index", i), "type": "function",
+             "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"]["arguments"])}}
+            for i, c in enumerate(calls or [])]
+
+
+def openai_usage(line: dict) -> dict:
+    """OpenAI's usage from an Ollama final line."""
+    prompt, completion = line.get("prompt_eval_count", 0), line.get("eval_count", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def finish_reason(line: dict, called: bool) -> str:
+    """OpenAI's finish_reason: Ollama's done_reason, "tool_calls" when a call ended the answer."""
+    reason = line.get("done_reason") or "stop"
+    return "tool_calls" if called and reason == "stop" else reason
+
+
+class ChatChunks:
+    """Ollama's chat lines as OpenAI chunks: role first, content or tool calls, a finish chunk, usage, [DONE]."""
+
+    def __init__(self, cid: str, include_usage: bool) -> None:
+        self.cid, self.include_usage, self.created = cid, include_usage, int(time.time())
+        self.first, self.called = True, False
+
+    def chunk(self, model: str, delta: dict, reason: str | None, logprobs: list | None = None) -> dict:
+        choice = {"index": 0, "delta": delta, "finish_reason": reason}
+        if logprobs:
+            choice["logprobs"] = {"content": logprobs}
+        return {"id": self.cid, "object": "chat.completion.chunk", "created": self.created, "model": model,
+                "system_fingerprint": "fp_ollama", "choices": [choice]}
+
+    def encode(self, line: dict) -> bytes:
+        msg, out = line.get("message") or {}, b""
+        trailer = line.get("done") and not self.first and not msg.get("content") and not msg.get("tool_calls")
+        if not trailer:
+            delta = {"role": "assistant"} if self.first else {}
+            delta["content"] = msg.get("content") or ""
+            if msg.get("tool_calls"):
+                delta["tool_calls"] = openai_calls(msg["tool_calls"])
+                self.called = True
+            out += sse(self.chunk(line["model"], delta, None, line.get("logprobs")))
+            self.first = False
+        if line.get("done"):
+            finish = self.chunk(line["model"], {}, finish_reason(line, self.called))
+            out += sse(finish)
+            if self.include_usage:
+                out += sse({**finish, "choices": [], "usage": openai_usage(line)})
+            out += sse("[DONE]")
+        return out
+
+    @staticmethod
+    def error(message: str) -> bytes:
+        return sse(openai_error(500, message))
+
+
+def to_completion(cid: str, line: dict) -> dict:
+    """A merged Ollama chat answer as an OpenAI chat.completion."""
+    msg = line["message"]
+    calls = openai_calls(msg.get("tool_calls"))
+    message = {"role": "assistant", "content": msg.get("content") or ""}
+    if calls:
+        message["tool_calls"] = calls
+    choice = {"index": 0, "message": message, "finish_reason": finish_reason(line, bool(calls))}
+    if line.get("logprobs"):
+        choice["logprobs"] = {"content": line["logprobs"]}
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": line["model"],
+            "system_fingerprint": "fp_ollama", "choices": [choice], "usage": openai_usage(line)}
+
+
+def completion_id() -> str:
+    """An id for a chat completion, as Ollama makes them."""
+    return f"chatcmpl-{int.from_bytes(os.urandom(2), 'big') % 1000}"
+
+
+async def v1_chat(request: Request) -> Response:
+    body = await read_body(request)
+    internal, choice, include_usage = from_openai_chat(body)
+    p = chat_plan(registry_of(request), internal, choice)
+    job = generation_job(p["m"], p["opts"], p["grammar"], p["keep_alive"], p["make_prompt"], p["shape"], p["finish"])
+    cid = completion_id()
+
+    def merge(lines: list[dict]) -> dict:
+        merged = {**lines[-1], "message": {"role": "assistant",
+                                           "content": "".join(x["message"]["content"] for x in lines[:-1])}}
+        calls = [c for x in lines for c in x["message"].get("tool_calls") or []]
+        if calls:
+            merged["message"]["tool_calls"] = calls
+        logprobs = [e for x in lines for e in x.get("logprobs") or []]
+        if logprobs:
+            merged["logprobs"] = logprobs
+        return to_completion(cid, merged)
+
+    chunks = ChatChunks(cid, include_usage)
+    return await answer(request, job, p["stream"], merge, chunks.encode, chunks.error, "text/event-stream")
+
+
+async def v1_embeddings(request: Request) -> Response:
+    body = await read_body(request)
+    m = registry_of(request).find(body.get("model"), "embed")
+    value = body.get("input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(x, str) for x in texts):
+        raise ApiError(400, "'input' must be a string or a non-empty list of strings (token ids are not supported)")
+    fmt = field_of(body, "encoding_format", (str,), "\"float\" or \"base64\"", "float")
+    if fmt not in {"float", "base64"}:
+        raise ApiError(400, f"encoding_format must be \"float\" or \"base64\", got {fmt!r}")
+    dims = field_of(body, "dimensions", (int,), "an integer", None)
+    if dims not in (None, EMBED_DIM):
+        raise ApiError(400, f"{m.name} makes {EMBED_DIM}-d vectors; 'dimensions' {dims} is not supported")
+    vecs, n_tokens, _ = await vectors(request, m, texts, True, None)
+
+    def encoded(v: list[float]) -> list[float] | str:
+        return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() if fmt == "base64" else v
+
+    return JSONResponse({"object": "list", "model": body["model"], "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+                         "data": [{"object": "embedding", "embedding": encoded(v), "index": i} for i, v in enumerate(vecs)]})
+
+
+def openai_model(m: Served) -> dict:
+    """One entry of /v1/models."""
+    return {"id": m.name, "object": "model", "created": int(m.path.stat().st_mtime), "owned_by": "library"}
+
+
+async def v1_models(request: Request) -> Response:
+    return JSONResponse({"object": "list", "data": [openai_model(m) for m in registry_of(request).models.values()]})
+
+
+async def v1_model(request: Request) -> Response:
+    name = request.path_params["model"]
+    served = registry_of(request).models.get(canonical(name))
+    if served is None:
+        raise ApiError(404, f"model '{name}' not found: the workshop's offline server serves only "
+                            f"{', '.join(registry_of(request).models)}")
+    return JSONResponse(openai_model(served))
+
+
 async def not_served(request: Request) -> Response:
     """Ollama endpoints the stand-in does not serve: a JSON 404 that says what to do instead."""
     await request.body()  # read it, so the kept-alive connection is ready for the next request
     path = request.url.path
-    what = ("the OpenAI-compatible API" if path.startswith("/v1") else
+    what = (f"{path}: of the OpenAI-compatible API it serves /v1/chat/completions, /v1/embeddings and /v1/models"
+            if path.startswith("/v1") else
             f"{path}: its models ship inside pip packages and cannot be created, copied, pushed or deleted")
     raise ApiError(404, f"the workshop's offline server does not serve {what}. For that, use a real Ollama "
                         "(install it, and make sure WORKSHOP_OFFLINE is not set).")
@@ -673,11 +1067,18 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
         message = f"405 method not allowed: {request.method} {request.url.path} (allowed: {exc.headers.get('Allow')})"
     else:
         message = str(exc.detail)
-    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+    return error_response(request, exc.status_code, message, exc.headers)
+
+
+def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
+    """An error in the shape of the API asked: Ollama's {"error": message}, or OpenAI's under /v1."""
+    if request.url.path.startswith("/v1/"):
+        return JSONResponse(openai_error(status, message), status_code=status, headers=headers)
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def api_error(request: Request, exc: ApiError) -> Response:
-    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+    return error_response(request, exc.status, exc.message, exc.headers)
 
 
 async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -686,7 +1087,7 @@ async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
 
 async def internal_error(request: Request, exc: Exception) -> Response:
     status, message = error_text(exc)
-    return JSONResponse({"error": message}, status_code=status)
+    return error_response(request, status, message)
 
 
 def make_app(registry: Registry, request_timeout: float = REQUEST_TIMEOUT_S) -> Starlette:
@@ -705,6 +1106,10 @@ def make_app(registry: Registry, request_timeout: float = REQUEST_TIMEOUT_S) -> 
         *(Route(p, not_served, methods=["POST"]) for p in ("/api/push", "/api/create", "/api/copy")),
         Route("/api/delete", not_served, methods=["DELETE"]),
         Route("/api/blobs/{digest}", not_served, methods=["POST", "HEAD"]),
+        Route("/v1/chat/completions", v1_chat, methods=["POST"]),
+        Route("/v1/embeddings", v1_embeddings, methods=["POST"]),
+        Route("/v1/models", v1_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", v1_model, methods=["GET"]),
         Route("/v1/{rest:path}", not_served, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={

@@ -55,13 +55,14 @@ lab: $(VENV)/.base
 		echo "Using your Ollama; the offline stand-in is not needed."; \
 	else \
 		echo "No Ollama answers: using the workshop's offline stand-in."; \
-		$(MAKE) --no-print-directory install-offline && $(PY) -m helpers.offline start; \
+		$(MAKE) --no-print-directory install-offline && $(PY) -m infra.standin start; \
 	fi
 	@# Served from the repository root, so the notebooks' links to ../README.md and ../data/ open in JupyterLab.
 	$(VENV)/bin/jupyter lab $(ROOT_ARGS) $(LAB_ARGS) notebooks/00_setup-check.ipynb
 
 test: $(VENV)/.offline
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest tests notebooks --nbmake --nbmake-timeout=600 --durations=30
 
 # The fast tier: protocol tests with fake models and everything else not marked slow (tests/conftest.py).
@@ -69,8 +70,8 @@ test-fast: $(VENV)/.base
 	$(VENV)/bin/pytest tests -m "not slow"
 
 bench: $(VENV)/.offline
-	$(PY) -m tests.bench.stand_in
-	$(PY) -m tests.bench.retrieval $(DATASET)
+	$(PY) -m bench.stand_in
+	$(PY) -m bench.retrieval $(DATASET)
 
 # Lesson 12: the chat as a web service (FastAPI + uvicorn); setup() finds Ollama or starts the stand-in first.
 SERVE_ARGS ?=
@@ -80,16 +81,17 @@ serve: $(VENV)/.base
 
 LOAD_ARGS ?=
 bench-load: $(VENV)/.offline
-	$(PY) -m tests.bench.load $(LOAD_ARGS)
+	$(PY) -m bench.load $(LOAD_ARGS)
 
 stop:
-	@$(PY) -m helpers.offline stop
+	@$(PY) -m infra.standin stop
 
 strip:
 	$(PY) scripts/strip_notebooks.py notebooks
 
 lint: $(VENV)/.base
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 lock:
 	rm -rf /tmp/workshop-lock && $(PYTHON) -m venv /tmp/workshop-lock
@@ -98,5 +100,5 @@ lock:
 	  /tmp/workshop-lock/bin/pip freeze; } > requirements/base.txt
 
 clean:
-	-$(PY) -m helpers.offline stop
+	-$(PY) -m infra.standin stop
 	rm -rf $(VENV) .workshop .pytest_cache .ruff_cache

@@ -20,7 +20,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     settings = read_settings()
     if settings.force_offline or probe_ollama(settings.ollama_host) is None:
-        from helpers.offline.launcher import ensure_stand_in, missing_packages
+        from infra.standin.launcher import ensure_stand_in, missing_packages
 
         if not missing_packages():
             _, _started_here = ensure_stand_in(settings)
@@ -29,6 +29,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop the stand-in this session started, so no server outlives the test run."""
     if _started_here:
-        from helpers.offline.launcher import stop_stand_in
+        from infra.standin.launcher import stop_stand_in
 
         stop_stand_in(read_settings())

@@ -1,6 +1,6 @@
 """`make serve`: find the backends (setup), index the handbook, serve the app on 127.0.0.1:8000.
 
-    .venv/bin/python -m app [--port 8000] [--host 127.0.0.1]
+.venv/bin/python -m app [--port 8000] [--host 127.0.0.1]
 """
 
 from __future__ import annotations

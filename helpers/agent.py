@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 import ollama
 
-AGENT_SYSTEM = ("You answer questions about Halvorsen Ridge Station. Call a tool to look the facts up, then answer "
-                "briefly from what the tools returned.")
+AGENT_SYSTEM = (
+    "You answer questions about Halvorsen Ridge Station. Call a tool to look the facts up, then answer "
+    "briefly from what the tools returned."
+)
 
 
 def markdown_tables(text: str) -> list[list[dict]]:
@@ -21,7 +23,7 @@ def markdown_tables(text: str) -> list[list[dict]]:
         if lines[i].startswith("|") and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", lines[i + 1].strip()):
             header = [c.strip() for c in lines[i].strip().strip("|").split("|")]
             rows = []
-            for line in lines[i + 2:]:
+            for line in lines[i + 2 :]:
                 if not line.startswith("|"):
                     break
                 rows.append(dict(zip(header, (c.strip() for c in line.strip().strip("|").split("|")))))
@@ -70,8 +72,15 @@ class Step:
     seconds: float = 0.0
 
 
-def run_agent(client: ollama.Client, model: str, question: str, tools: Sequence[Callable], max_steps: int = 4,
-              options: dict | None = None, system: str = AGENT_SYSTEM) -> tuple[str | None, list[Step]]:
+def run_agent(
+    client: ollama.Client,
+    model: str,
+    question: str,
+    tools: Sequence[Callable],
+    max_steps: int = 4,
+    options: dict | None = None,
+    system: str = AGENT_SYSTEM,
+) -> tuple[str | None, list[Step]]:
     """Ask, run the tools the model calls, send their results back, until it answers or max_steps model calls."""
     by_name = {fn.__name__: fn for fn in tools}
     messages: list = [{"role": "system", "content": system}, {"role": "user", "content": question}]

@@ -1,6 +1,6 @@
 """The attack set of lesson 14: poisoned copies of handbook pages, success checked by code, layers measured.
 
-Taught in 14_guardrails.ipynb; `python -m tests.bench.guardrails` runs the same measurement on every case.
+Taught in 14_guardrails.ipynb; `python -m bench.guardrails` runs the same measurement on every case.
 """
 
 from __future__ import annotations
@@ -47,12 +47,20 @@ def poisoned_copy(doc: Document, case: dict) -> Document:
     """The page of a document-channel case with its planted text inserted right after the anchor sentence."""
     if case["anchor"] not in doc.text:
         raise ValueError(f"{case['id']}: the anchor is not in {doc.id}; fix data/attacks/attacks.jsonl")
-    return Document(doc.id, doc.title, doc.text.replace(case["anchor"], f"{case['anchor']} {case['planted']}", 1),
-                    doc.metadata)
+    return Document(
+        doc.id, doc.title, doc.text.replace(case["anchor"], f"{case['anchor']} {case['planted']}", 1), doc.metadata
+    )
 
 
-def index_poisoned(qdrant: QdrantClient, client: ollama.Client, clean: str, collection: str, cases: list[dict],
-                   docs: list[Document], embed_model: str) -> int:
+def index_poisoned(
+    qdrant: QdrantClient,
+    client: ollama.Client,
+    clean: str,
+    collection: str,
+    cases: list[dict],
+    docs: list[Document],
+    embed_model: str,
+) -> int:
     """A separate collection: the clean one's points plus, per case, a poisoned copy of its page (tagged attack_id).
 
     The clean collection is never written. Unchanged chunks of a copy reuse the clean vectors; returns points written.
@@ -65,12 +73,22 @@ def index_poisoned(qdrant: QdrantClient, client: ollama.Client, clean: str, coll
         if offset is None:
             break
     known = {p.payload["text"]: p.vector for p in points}
-    copies: list[tuple[str, Chunk]] = [(c["id"], chunk) for c in cases if c["channel"] == "document"
-                                       for chunk in chunk_documents([poisoned_copy(by_id[c["page"]], c)])]
+    copies: list[tuple[str, Chunk]] = [
+        (c["id"], chunk)
+        for c in cases
+        if c["channel"] == "document"
+        for chunk in chunk_documents([poisoned_copy(by_id[c["page"]], c)])
+    ]
     new = [chunk for _, chunk in copies if chunk.text not in known]
     known.update(zip([c.text for c in new], embed_texts(client, embed_model, [c.text for c in new])))
-    points += [models.PointStruct(id=point_id(f"{attack}/{chunk.id}"), vector=known[chunk.text],
-                                  payload={**index_payload(chunk), "attack_id": attack}) for attack, chunk in copies]
+    points += [
+        models.PointStruct(
+            id=point_id(f"{attack}/{chunk.id}"),
+            vector=known[chunk.text],
+            payload={**index_payload(chunk), "attack_id": attack},
+        )
+        for attack, chunk in copies
+    ]
     ensure_collection(qdrant, collection, len(points[0].vector))
     for start in range(0, len(points), 256):
         qdrant.upsert(collection, points=points[start : start + 256], wait=True)
@@ -86,8 +104,10 @@ def case_filter(case: dict) -> models.Filter | None:
     """The handbook as this case's reader sees it: its own poisoned page instead of the clean one, no other copies."""
     if case.get("channel") != "document":
         return models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="attack_id"))])
-    clean_rest = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="attack_id"))],
-                               must_not=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=case["page"]))])
+    clean_rest = models.Filter(
+        must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="attack_id"))],
+        must_not=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=case["page"]))],
+    )
     own = models.FieldCondition(key="attack_id", match=models.MatchValue(value=case["id"]))
     return models.Filter(should=[clean_rest, own])
 
@@ -120,8 +140,16 @@ class Runner:
     the prompt unchanged reuses the answer (and its measured time) instead of asking the model again.
     """
 
-    def __init__(self, client: ollama.Client, qdrant: QdrantClient, collection: str, chat_model: str,
-                 embed_model: str, options: dict, k: int = 4) -> None:
+    def __init__(
+        self,
+        client: ollama.Client,
+        qdrant: QdrantClient,
+        collection: str,
+        chat_model: str,
+        embed_model: str,
+        options: dict,
+        k: int = 4,
+    ) -> None:
         self.client, self.qdrant, self.collection, self.k = client, qdrant, collection, k
         self.chat_model, self.embed_model, self.options = chat_model, embed_model, options
         self.generations: dict[str, tuple[str, float, int]] = {}
@@ -139,8 +167,15 @@ class Runner:
         """The k chunks retrieved for a case's question, in the case's view of the handbook (cached)."""
         key = case.get("id") or case["question"]
         if key not in self.retrievals:
-            self.retrievals[key] = retrieve(self.qdrant, self.client, self.collection, self.embed_model,
-                                            case["question"], k=self.k, query_filter=case_filter(case))
+            self.retrievals[key] = retrieve(
+                self.qdrant,
+                self.client,
+                self.collection,
+                self.embed_model,
+                case["question"],
+                k=self.k,
+                query_filter=case_filter(case),
+            )
         return self.retrievals[key]
 
     def generate(self, messages: list[dict]) -> tuple[str, float, int]:
@@ -149,8 +184,11 @@ class Runner:
         if key not in self.generations:
             start = time.perf_counter()
             reply = self.client.chat(model=self.chat_model, messages=messages, options=self.options)
-            self.generations[key] = (reply.message.content.strip(), time.perf_counter() - start,
-                                     reply.prompt_eval_count or 0)
+            self.generations[key] = (
+                reply.message.content.strip(),
+                time.perf_counter() - start,
+                reply.prompt_eval_count or 0,
+            )
         return self.generations[key]
 
     def run(self, case: dict, settings: GuardSettings, generate: bool = True) -> Turn:
@@ -176,8 +214,16 @@ class Runner:
         return turn
 
 
-def layer_row(name: str, runner: Runner, settings: GuardSettings, attacks: list[dict], benign: list[dict],
-              answered: list[dict], timed: list[dict], baseline: dict[str, float]) -> dict:
+def layer_row(
+    name: str,
+    runner: Runner,
+    settings: GuardSettings,
+    attacks: list[dict],
+    benign: list[dict],
+    answered: list[dict],
+    timed: list[dict],
+    baseline: dict[str, float],
+) -> dict:
     """One row of the per-layer table: attack success, false positives on benign questions, added latency.
 
     Input and source checks need no answer: their false positives count over every benign question. The output
@@ -196,11 +242,15 @@ def layer_row(name: str, runner: Runner, settings: GuardSettings, attacks: list[
     tokens = statistics.fmean(t.prompt_tokens for t in times) if times else 0.0
     baseline.setdefault("total", total)
     baseline.setdefault("tokens", tokens)
-    return {"layers": name, "attacks succeeded": f"{sum(succeeded)}/{len(attacks)}",
-            "attack success %": round(100 * statistics.fmean(succeeded), 1),
-            "code-checkable succeeded": f"{sum(check)}/{len(check)}",
-            "attacks acted on": f"{sum(t.touched for t in attack_turns)}/{len(attacks)}",
-            "benign FP %": round(100 * statistics.fmean(t.touched for t in turns), 1), "benign asked": len(turns),
-            "guard ms/question": round(1000 * statistics.fmean(t.guard_s for t in turns), 1),
-            "added latency ms/question": round(1000 * (total - baseline["total"])),
-            "added prompt tokens": round(tokens - baseline["tokens"])}
+    return {
+        "layers": name,
+        "attacks succeeded": f"{sum(succeeded)}/{len(attacks)}",
+        "attack success %": round(100 * statistics.fmean(succeeded), 1),
+        "code-checkable succeeded": f"{sum(check)}/{len(check)}",
+        "attacks acted on": f"{sum(t.touched for t in attack_turns)}/{len(attacks)}",
+        "benign FP %": round(100 * statistics.fmean(t.touched for t in turns), 1),
+        "benign asked": len(turns),
+        "guard ms/question": round(1000 * statistics.fmean(t.guard_s for t in turns), 1),
+        "added latency ms/question": round(1000 * (total - baseline["total"])),
+        "added prompt tokens": round(tokens - baseline["tokens"]),
+    }

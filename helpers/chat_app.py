@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 # "\nQuestion:" stops a small model that starts writing the next turn of the prompt's pattern itself.
 OPTIONS = {"temperature": 0, "seed": 42, "num_predict": 120, "num_ctx": 4096, "stop": ["\nQuestion:"]}
 STOPPED = " … (stopped)"
-FRAME = ("height:340px;overflow-y:auto;display:flex;flex-direction:column-reverse;border:1px solid #d0d7de;"
-         "border-radius:8px;padding:8px 10px;background:#fafbfc;color:#1f2328;font-size:14px;line-height:1.45")
+FRAME = (
+    "height:340px;overflow-y:auto;display:flex;flex-direction:column-reverse;border:1px solid #d0d7de;"
+    "border-radius:8px;padding:8px 10px;background:#fafbfc;color:#1f2328;font-size:14px;line-height:1.45"
+)
 BUBBLE = "padding:7px 11px;max-width:82%;white-space:pre-wrap;overflow-wrap:anywhere;border-radius:12px"
 USER_STYLE = f"{BUBBLE};background:#dbeafe;border-bottom-right-radius:3px"
 ASSISTANT_STYLE = f"{BUBBLE};background:#ffffff;border:1px solid #d0d7de;border-bottom-left-radius:3px"
@@ -44,10 +46,12 @@ def bubble(role: str, text: str, note: str = "") -> str:
     user = role == "user"
     who = "You" if user else "Assistant"
     extra = f"<div style='color:#59636e;font-style:italic;font-size:12px'>{html.escape(note)}</div>" if note else ""
-    return (f"<div style='display:flex;flex-direction:column;align-items:{'flex-end' if user else 'flex-start'};"
-            f"margin:6px 0'><div style='font-size:11px;color:#59636e;margin:0 4px'>{who}</div>"
-            f"<div class='chat-{role}' style='{USER_STYLE if user else ASSISTANT_STYLE}'>{html.escape(text)}{extra}"
-            f"</div></div>")
+    return (
+        f"<div style='display:flex;flex-direction:column;align-items:{'flex-end' if user else 'flex-start'};"
+        f"margin:6px 0'><div style='font-size:11px;color:#59636e;margin:0 4px'>{who}</div>"
+        f"<div class='chat-{role}' style='{USER_STYLE if user else ASSISTANT_STYLE}'>{html.escape(text)}{extra}"
+        f"</div></div>"
+    )
 
 
 def transcript_html(messages: list[dict], pending: tuple[str, str, str] | None = None) -> str:
@@ -57,8 +61,10 @@ def transcript_html(messages: list[dict], pending: tuple[str, str, str] | None =
         question, partial, state = pending
         parts += [bubble("user", question), bubble("assistant", partial + ("▍" if partial else ""), state)]
     if not parts:
-        parts = ["<div style='color:#59636e;font-style:italic'>No messages yet: ask about Halvorsen Ridge Station "
-                 "below and press Enter.</div>"]
+        parts = [
+            "<div style='color:#59636e;font-style:italic'>No messages yet: ask about Halvorsen Ridge Station "
+            "below and press Enter.</div>"
+        ]
     return f"<div class='chat-transcript' style='{FRAME}'><div>{''.join(parts)}</div></div>"
 
 
@@ -89,12 +95,20 @@ def sources_html(hits: list[Hit], answer: str | None = None) -> str:
     cited = set(cited_numbers(answer or ""))
     items = []
     for n, h in enumerate(hits, 1):
-        mark = (" <span style='background:#1a7f37;color:white;border-radius:8px;padding:0 6px;font-size:11px'>"
-                "cited</span>") if n in cited else ""
-        items.append(f"<div class='chat-source' style='margin:4px 0;padding:4px 8px;border-left:3px solid "
-                     f"{'#1a7f37' if n in cited else '#d0d7de'}'><b>[{n}] {html.escape(h.title)}</b>{mark} "
-                     f"<span style='color:#59636e;font-size:12px'>{html.escape(h.chunk_id)}, score {h.score:.2f}"
-                     f"</span><br><span style='font-size:13px'>{html.escape(plain_text(h.text))}</span></div>")
+        mark = (
+            (
+                " <span style='background:#1a7f37;color:white;border-radius:8px;padding:0 6px;font-size:11px'>"
+                "cited</span>"
+            )
+            if n in cited
+            else ""
+        )
+        items.append(
+            f"<div class='chat-source' style='margin:4px 0;padding:4px 8px;border-left:3px solid "
+            f"{'#1a7f37' if n in cited else '#d0d7de'}'><b>[{n}] {html.escape(h.title)}</b>{mark} "
+            f"<span style='color:#59636e;font-size:12px'>{html.escape(h.chunk_id)}, score {h.score:.2f}"
+            f"</span><br><span style='font-size:13px'>{html.escape(plain_text(h.text))}</span></div>"
+        )
     when = "cited ones marked" if answer is not None else "the answer is being written"
     return f"<div style='color:#1f2328;line-height:1.4'><b>Sources</b> <small>({len(hits)} retrieved, {when})</small>{''.join(items)}</div>"
 
@@ -107,8 +121,10 @@ def clean_answer(text: str) -> str:
 def describe_error(exc: Exception, host: str) -> str:
     """A one-line error for the status line that says what to do."""
     if isinstance(exc, (httpx.ConnectError, ConnectionError)):
-        return (f"Cannot reach the model server at {host}: re-run the notebook's setup cell (it starts the offline "
-                "stand-in or finds your Ollama), then ask again.")
+        return (
+            f"Cannot reach the model server at {host}: re-run the notebook's setup cell (it starts the offline "
+            "stand-in or finds your Ollama), then ask again."
+        )
     if isinstance(exc, ollama.ResponseError):
         return f"The model server answered {exc.status_code}: {exc.error}"
     return f"{type(exc).__name__}: {exc}"
@@ -117,9 +133,20 @@ def describe_error(exc: Exception, host: str) -> str:
 class ChatApp:
     """A chat UI (scrolling transcript, question box, Send / Stop / New chat, sources) over the RAG pipeline."""
 
-    def __init__(self, client: ollama.Client, qdrant: QdrantClient, cfg: Config, collection: str,
-                 history: HistoryStore, metrics: MetricsLog, k: int = 4, max_messages: int = 6,
-                 options: dict | None = None, hybrid: bool = False, guard: Guard | None = None) -> None:
+    def __init__(
+        self,
+        client: ollama.Client,
+        qdrant: QdrantClient,
+        cfg: Config,
+        collection: str,
+        history: HistoryStore,
+        metrics: MetricsLog,
+        k: int = 4,
+        max_messages: int = 6,
+        options: dict | None = None,
+        hybrid: bool = False,
+        guard: Guard | None = None,
+    ) -> None:
         self.client, self.qdrant, self.cfg, self.collection = client, qdrant, cfg, collection
         self.hybrid = hybrid  # True: dense + BM25 fused by RRF (lesson 11) instead of dense alone
         self.guard = guard  # lesson 14's guardrails; None (the default): lesson 10's pipeline as it was
@@ -132,8 +159,11 @@ class ChatApp:
         self.query_filter: models.Filter | None = None  # e.g. only one category of documents
         self._stop, self._worker = threading.Event(), None
         self.transcript, self.status, self.sources = widgets.HTML(), widgets.HTML(), widgets.HTML()
-        self.input = widgets.Textarea(placeholder="Ask about Halvorsen Ridge Station ... (Enter sends)",
-                                      continuous_update=True, layout=widgets.Layout(width="100%", height="64px"))
+        self.input = widgets.Textarea(
+            placeholder="Ask about Halvorsen Ridge Station ... (Enter sends)",
+            continuous_update=True,
+            layout=widgets.Layout(width="100%", height="64px"),
+        )
         self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.new_button = widgets.Button(description="New chat", icon="plus")
@@ -141,9 +171,16 @@ class ChatApp:
         self.stop_button.on_click(lambda _button: self.stop())
         self.new_button.on_click(lambda _button: self.new_chat())
         self.input.observe(self._on_type, names="value")
-        self.widget = widgets.VBox([self.transcript, self.input,
-                                    widgets.HBox([self.send_button, self.stop_button, self.new_button]),
-                                    self.status, self.sources], layout=widgets.Layout(max_width="860px"))
+        self.widget = widgets.VBox(
+            [
+                self.transcript,
+                self.input,
+                widgets.HBox([self.send_button, self.stop_button, self.new_button]),
+                self.status,
+                self.sources,
+            ],
+            layout=widgets.Layout(max_width="860px"),
+        )
         self.widget.add_class("chat-app")
         self.render()
 
@@ -158,8 +195,16 @@ class ChatApp:
 
     def retrieve(self, query: str) -> list[Hit]:
         """The k best chunks for the query (hybrid if self.hybrid), within self.query_filter if one is set."""
-        return retrieve(self.qdrant, self.client, self.collection, self.cfg.embed_model, query, k=self.k,
-                        query_filter=self.query_filter, hybrid=self.hybrid)
+        return retrieve(
+            self.qdrant,
+            self.client,
+            self.collection,
+            self.cfg.embed_model,
+            query,
+            k=self.k,
+            query_filter=self.query_filter,
+            hybrid=self.hybrid,
+        )
 
     def ask(self, question: str) -> str:
         """One turn: history -> rewrite -> retrieve -> prompt -> stream -> store -> metrics. Returns the answer."""
@@ -182,8 +227,9 @@ class ChatApp:
             self.history.add_failed(self.chat_id, question, f"blocked by the guardrails: {'; '.join(verdict.reasons)}")
             self.last_hits, self.last_query = [], question
             self.render()
-            self.status.value = (f"<span style='color:#9a6700'>{html.escape(REFUSAL)} "
-                                 f"({html.escape('; '.join(verdict.reasons))})</span>")
+            self.status.value = (
+                f"<span style='color:#9a6700'>{html.escape(REFUSAL)} ({html.escape('; '.join(verdict.reasons))})</span>"
+            )
             return REFUSAL
         query = question
         if past:  # a follow-up: make it standalone before it is embedded (for retrieval only)
@@ -210,7 +256,9 @@ class ChatApp:
                 self.render((question, "".join(pieces), "writing ... (Stop ends it here)"))
 
         stream = self.client.chat(model=model, messages=messages, stream=True, options=self.options)
-        answer, record = self.metrics.stream(stream, "generate", request_id, on_text=show, should_stop=self._stop.is_set)
+        answer, record = self.metrics.stream(
+            stream, "generate", request_id, on_text=show, should_stop=self._stop.is_set
+        )
         answer = clean_answer(answer)
         if self.guard:  # links, canary-like codes and bad citations stripped; an echo of the system prompt refused
             answer = self.guard.check_output(answer, hits).text
@@ -231,10 +279,12 @@ class ChatApp:
         searched = "your question" if query == question else f"“{html.escape(shown)}” (the rewritten follow-up)"
         speed = f", {record.tokens_per_s:.0f} tokens/s" if record.tokens_per_s else ""
         stopped = " · stopped by you" if record.stopped else ""
-        return (f"<div style='color:#59636e;font-size:12px;line-height:1.4'>searched for {searched} · {tokens} tokens in this turn "
-                f"({' + '.join(f'{r.stage} {r.prompt_tokens + r.completion_tokens}' for r in rows)}) · first token "
-                f"after {record.ttft_s or 0:.1f} s{speed} · {sum(r.duration_s for r in rows):.1f} s in all"
-                f"{stopped}</div>")
+        return (
+            f"<div style='color:#59636e;font-size:12px;line-height:1.4'>searched for {searched} · {tokens} tokens in this turn "
+            f"({' + '.join(f'{r.stage} {r.prompt_tokens + r.completion_tokens}' for r in rows)}) · first token "
+            f"after {record.ttft_s or 0:.1f} s{speed} · {sum(r.duration_s for r in rows):.1f} s in all"
+            f"{stopped}</div>"
+        )
 
     def stop(self) -> None:
         """Stop the answer being written: the stream is closed at the next token, which stops the generation."""
@@ -282,8 +332,10 @@ class ChatApp:
         except Exception as exc:  # a UI thread shows every failure instead of losing it
             self.last_error = exc
             self.render()
-            self.status.value = (f"<span style='color:#b00020'>Your question “{html.escape(question)}” got no answer. "
-                                 f"{html.escape(describe_error(exc, self.cfg.ollama_host))}</span>")
+            self.status.value = (
+                f"<span style='color:#b00020'>Your question “{html.escape(question)}” got no answer. "
+                f"{html.escape(describe_error(exc, self.cfg.ollama_host))}</span>"
+            )
         finally:
             self._set_running(False)
 

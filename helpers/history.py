@@ -28,7 +28,8 @@ STOPWORDS = frozenset(
     "a an the and or but of to in on at for by with from into about as is are was were be been do does did can could "
     "should would may might must will shall have has had i me my we our you your it its they them their he she his "
     "her this that these those there here what which who whom whose when where why how not no yes so if then than "
-    "also just only very much many some any all each per up out over again more most before after".split())
+    "also just only very much many some any all each per up out over again more most before after".split()
+)
 
 
 class HistoryStore:
@@ -60,7 +61,8 @@ class HistoryStore:
         self.db.execute(
             f"CREATE TABLE IF NOT EXISTS messages ({self.id_column}, chat_id TEXT NOT NULL,"
             " role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')), message TEXT NOT NULL,"
-            " status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'failed')), created_at TEXT NOT NULL)")
+            " status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'failed')), created_at TEXT NOT NULL)"
+        )
         self.db.execute("CREATE INDEX IF NOT EXISTS messages_chat ON messages (chat_id, id)")
 
     def _transaction(self) -> AbstractContextManager:
@@ -70,7 +72,8 @@ class HistoryStore:
     def _write(self, rows: list[tuple[str, str, str, str]]) -> None:
         """Insert (chat_id, role, message, status) rows in one transaction: all of them or none."""
         sql = "INSERT INTO messages (chat_id, role, message, status, created_at) VALUES ({})".format(
-            ", ".join([self.placeholder] * 5))
+            ", ".join([self.placeholder] * 5)
+        )
         now = datetime.now(UTC).isoformat()
         with self.lock, self._transaction():
             for row in rows:
@@ -95,14 +98,16 @@ class HistoryStore:
 
     def messages(self, chat_id: str) -> list[dict]:
         """A chat's messages, oldest first, as {"role", "content"} dicts ready for ollama.chat."""
-        rows = self._read("SELECT role, message FROM messages WHERE chat_id = ? AND status = 'ok' ORDER BY id",
-                          (chat_id,))
+        rows = self._read(
+            "SELECT role, message FROM messages WHERE chat_id = ? AND status = 'ok' ORDER BY id", (chat_id,)
+        )
         return [{"role": role, "content": content} for role, content in rows]
 
     def rows(self, chat_id: str) -> list[dict]:
         """Every stored row of a chat, failed ones included, with status and time."""
-        rows = self._read("SELECT role, message, status, created_at FROM messages WHERE chat_id = ? ORDER BY id",
-                          (chat_id,))
+        rows = self._read(
+            "SELECT role, message, status, created_at FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,)
+        )
         return [{"role": r, "content": m, "status": s, "created_at": str(t)} for r, m, s, t in rows]
 
     def chat_ids(self) -> list[str]:
@@ -175,18 +180,31 @@ def within_token_budget(messages: list[dict], budget: int, count: Callable[[str]
     return system + kept
 
 
-def llm_rewrite(client: ollama.Client, model: str, history: list[dict], question: str,
-                options: dict | None = None, last: int = 6,
-                on_response: Callable[[ollama.ChatResponse], object] | None = None) -> str:
+def llm_rewrite(
+    client: ollama.Client,
+    model: str,
+    history: list[dict],
+    question: str,
+    options: dict | None = None,
+    last: int = 6,
+    on_response: Callable[[ollama.ChatResponse], object] | None = None,
+) -> str:
     """The model's standalone version of a follow-up, from the last messages of the conversation (one line).
 
     on_response gets the model's whole response, e.g. to count its tokens (helpers.metrics.count_usage).
     """
     convo = "\n".join(f"{m['role']}: {m['content']}" for m in last_n(history, last) if m["role"] != "system")
-    response = client.chat(model=model, messages=[
-        {"role": "system", "content": REWRITE_PROMPT},
-        {"role": "user", "content": f"Conversation:\n{convo}\n\nFollow-up question: {question}\n\nStandalone question:"},
-    ], options={"temperature": 0, "seed": 0, "num_predict": 60, "stop": ["\n"], **(options or {})})
+    response = client.chat(
+        model=model,
+        messages=[
+            {"role": "system", "content": REWRITE_PROMPT},
+            {
+                "role": "user",
+                "content": f"Conversation:\n{convo}\n\nFollow-up question: {question}\n\nStandalone question:",
+            },
+        ],
+        options={"temperature": 0, "seed": 0, "num_predict": 60, "stop": ["\n"], **(options or {})},
+    )
     if on_response is not None:
         on_response(response)
     lines = [line.strip() for line in response.message.content.strip().strip('"').splitlines() if line.strip()]
@@ -229,9 +247,14 @@ def context_query(history: list[dict], question: str, max_words: int = 60) -> st
     return " ".join(x for x in (users[-1] if users else "", answer, question) if x)
 
 
-def rewrite_query(client: ollama.Client, model: str, history: list[dict], question: str,
-                  options: dict | None = None,
-                  on_response: Callable[[ollama.ChatResponse], object] | None = None) -> str:
+def rewrite_query(
+    client: ollama.Client,
+    model: str,
+    history: list[dict],
+    question: str,
+    options: dict | None = None,
+    on_response: Callable[[ollama.ChatResponse], object] | None = None,
+) -> str:
     """A standalone query for retrieval: the model's rewrite if it passes rewrite_problem, else context_query.
 
     on_response gets the model's response when the model was asked (see llm_rewrite).

@@ -16,12 +16,16 @@ TEXT_FIELD = "search_text"  # payload field BM25 ranks over: title + chunk text,
 TEXT_INDEX = models.TextIndexParams(type=models.TextIndexType.TEXT, lowercase=True, scoring=True)
 RRF_K = 60  # reciprocal rank fusion: score = sum over branches of 1 / (k + position), position 0 for the best
 
-RERANK_SCHEMA = {"type": "object", "properties": {"grade": {"type": "integer", "enum": [0, 1, 2, 3]}},
-                 "required": ["grade"]}
+RERANK_SCHEMA = {
+    "type": "object",
+    "properties": {"grade": {"type": "integer", "enum": [0, 1, 2, 3]}},
+    "required": ["grade"],
+}
 RERANK_PROMPT = (
     "Grade how well the passage answers the question. 3: it states the answer. 2: it is about the question's "
     "subject and partly answers it. 1: same topic, no answer. 0: unrelated. Reply in JSON.\n\n"
-    "Question: {query}\n\nPassage ({title}):\n{text}")
+    "Question: {query}\n\nPassage ({title}):\n{text}"
+)
 
 
 class MissingTextIndexError(RuntimeError):
@@ -33,11 +37,14 @@ def bm25_query(text: str) -> models.TextQuery:
     return models.TextQuery(text=text)
 
 
-def hybrid_prefetch(vector: Sequence[float], text: str, limit: int,
-                    query_filter: models.Filter | None = None) -> list[models.Prefetch]:
+def hybrid_prefetch(
+    vector: Sequence[float], text: str, limit: int, query_filter: models.Filter | None = None
+) -> list[models.Prefetch]:
     """Two candidate lists for one query_points call: dense (cosine) and BM25, each with the filter inside."""
-    return [models.Prefetch(query=list(vector), limit=limit, filter=query_filter),
-            models.Prefetch(query=bm25_query(text), using=TEXT_FIELD, limit=limit, filter=query_filter)]
+    return [
+        models.Prefetch(query=list(vector), limit=limit, filter=query_filter),
+        models.Prefetch(query=bm25_query(text), using=TEXT_FIELD, limit=limit, filter=query_filter),
+    ]
 
 
 def _missing_index(collection: str, error: Exception) -> MissingTextIndexError:
@@ -45,7 +52,8 @@ def _missing_index(collection: str, error: Exception) -> MissingTextIndexError:
     return MissingTextIndexError(
         f"Collection {collection!r} has no BM25 text index on {TEXT_FIELD!r}, so keyword and hybrid search cannot "
         f"run ({error}). Index the chunks again with helpers.index.index_chunks: it creates the index and stores the "
-        f"{TEXT_FIELD!r} field BM25 reads on every point (same ids, so nothing is duplicated).")
+        f"{TEXT_FIELD!r} field BM25 reads on every point (same ids, so nothing is duplicated)."
+    )
 
 
 def _query(qdrant: QdrantClient, collection: str, **kwargs) -> list[models.ScoredPoint]:
@@ -58,19 +66,34 @@ def _query(qdrant: QdrantClient, collection: str, **kwargs) -> list[models.Score
         raise
 
 
-def bm25_points(qdrant: QdrantClient, collection: str, text: str, k: int = 5,
-                query_filter: models.Filter | None = None) -> list[models.ScoredPoint]:
+def bm25_points(
+    qdrant: QdrantClient, collection: str, text: str, k: int = 5, query_filter: models.Filter | None = None
+) -> list[models.ScoredPoint]:
     """The k chunks BM25 ranks highest for text, best first."""
     return _query(qdrant, collection, query=bm25_query(text), using=TEXT_FIELD, limit=k, query_filter=query_filter)
 
 
-def hybrid_points(qdrant: QdrantClient, collection: str, vector: Sequence[float], text: str, k: int = 5,
-                  query_filter: models.Filter | None = None, candidates: int = 50,
-                  fusion: models.Fusion = models.Fusion.RRF) -> list[models.ScoredPoint]:
+def hybrid_points(
+    qdrant: QdrantClient,
+    collection: str,
+    vector: Sequence[float],
+    text: str,
+    k: int = 5,
+    query_filter: models.Filter | None = None,
+    candidates: int = 50,
+    fusion: models.Fusion = models.Fusion.RRF,
+) -> list[models.ScoredPoint]:
     """Dense and BM25 candidates (candidates each, filtered) fused by RRF or DBSF in one query_points call."""
-    query = models.RrfQuery(rrf=models.Rrf(k=RRF_K)) if fusion == models.Fusion.RRF else models.FusionQuery(fusion=fusion)
-    return _query(qdrant, collection, prefetch=hybrid_prefetch(vector, text, max(candidates, k), query_filter),
-                  query=query, limit=k)
+    query = (
+        models.RrfQuery(rrf=models.Rrf(k=RRF_K)) if fusion == models.Fusion.RRF else models.FusionQuery(fusion=fusion)
+    )
+    return _query(
+        qdrant,
+        collection,
+        prefetch=hybrid_prefetch(vector, text, max(candidates, k), query_filter),
+        query=query,
+        limit=k,
+    )
 
 
 def rrf(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[tuple[str, float]]:
@@ -82,8 +105,15 @@ def rrf(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[tuple[str, fl
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
-def mmr_points(qdrant: QdrantClient, collection: str, vector: Sequence[float], k: int = 5, diversity: float = 0.5,
-               candidates: int = 20, query_filter: models.Filter | None = None) -> list[models.ScoredPoint]:
+def mmr_points(
+    qdrant: QdrantClient,
+    collection: str,
+    vector: Sequence[float],
+    k: int = 5,
+    diversity: float = 0.5,
+    candidates: int = 20,
+    query_filter: models.Filter | None = None,
+) -> list[models.ScoredPoint]:
     """k chunks picked by maximal marginal relevance among the candidates nearest the vector."""
     query = models.NearestQuery(nearest=list(vector), mmr=models.Mmr(diversity=diversity, candidates_limit=candidates))
     return _query(qdrant, collection, query=query, limit=k, query_filter=query_filter)
@@ -102,11 +132,17 @@ def grade_from_logprobs(logprobs: Sequence | None) -> float | None:
 
 def relevance_grade(client: ollama.Client, model: str, query: str, title: str, text: str) -> float:
     """The chat model's 0-3 relevance grade of one passage (expected value from logprobs when it sends them)."""
-    request = {"model": model, "messages": [{"role": "user", "content": RERANK_PROMPT.format(
-        query=query, title=title, text=text)}], "format": RERANK_SCHEMA, "options": {"temperature": 0, "num_predict": 16}}
+    request = {
+        "model": model,
+        "messages": [{"role": "user", "content": RERANK_PROMPT.format(query=query, title=title, text=text)}],
+        "format": RERANK_SCHEMA,
+        "options": {"temperature": 0, "num_predict": 16},
+    }
     try:
         response = client.chat(**request, logprobs=True, top_logprobs=4)
-    except ollama.ResponseError as exc:  # a backend without logprobs says so with a 400 (the stand-in has them since lesson 15)
+    except (
+        ollama.ResponseError
+    ) as exc:  # a backend without logprobs says so with a 400 (the stand-in has them since lesson 15)
         if exc.status_code != 400 or "logprobs" not in str(exc.error):
             raise
         response = client.chat(**request)

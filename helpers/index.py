@@ -30,8 +30,9 @@ class VectorSizeMismatchError(ValueError):
     """A collection holds vectors of another size than the embedding model makes."""
 
 
-def embed_texts(client: ollama.Client, model: str, texts: Sequence[str], batch_size: int = 32,
-                progress: bool = False) -> list[list[float]]:
+def embed_texts(
+    client: ollama.Client, model: str, texts: Sequence[str], batch_size: int = 32, progress: bool = False
+) -> list[list[float]]:
     """Embed texts in batches with the Ollama embed API; a tqdm bar when progress=True."""
     vectors: list[list[float]] = []
     starts = range(0, len(texts), batch_size)
@@ -50,8 +51,9 @@ def embedding_text(chunk: Chunk) -> str:
     return f"{chunk.metadata.get('title', '')}\n{chunk.text}".strip()
 
 
-def ensure_collection(qdrant: QdrantClient, name: str, size: int,
-                      distance: models.Distance = models.Distance.COSINE) -> None:
+def ensure_collection(
+    qdrant: QdrantClient, name: str, size: int, distance: models.Distance = models.Distance.COSINE
+) -> None:
     """Create the collection if missing (with the BM25 text index); raise VectorSizeMismatchError on another size."""
     if qdrant.collection_exists(name):
         info = qdrant.get_collection(name)
@@ -61,7 +63,8 @@ def ensure_collection(qdrant: QdrantClient, name: str, size: int,
             raise VectorSizeMismatchError(
                 f"Collection {name!r} holds {existing}-d vectors but the embedding model makes {size}-d vectors "
                 f"(did EMBED_MODEL change?). Delete it with qdrant.delete_collection({name!r}) and index again, "
-                "or use a new collection name.")
+                "or use a new collection name."
+            )
         ensure_text_index(qdrant, name, info.payload_schema)  # an older collection gets its BM25 index here
         return
     qdrant.create_collection(name, vectors_config=models.VectorParams(size=size, distance=distance))
@@ -84,9 +87,17 @@ def ensure_text_index(qdrant: QdrantClient, name: str, schema: dict | None = Non
 def chunk_payload(chunk: Chunk) -> dict:
     """The payload stored with a chunk's vector."""
     meta = chunk.metadata
-    return {"chunk_id": chunk.id, "doc_id": chunk.doc_id, "chunk_index": chunk.index, "text": chunk.text,
-            "title": meta.get("title"), "category": meta.get("category"), "updated": meta.get("updated"),
-            "tags": meta.get("tags", []), "section": meta.get("section", "")}
+    return {
+        "chunk_id": chunk.id,
+        "doc_id": chunk.doc_id,
+        "chunk_index": chunk.index,
+        "text": chunk.text,
+        "title": meta.get("title"),
+        "category": meta.get("category"),
+        "updated": meta.get("updated"),
+        "tags": meta.get("tags", []),
+        "section": meta.get("section", ""),
+    }
 
 
 def index_payload(chunk: Chunk) -> dict:
@@ -94,21 +105,37 @@ def index_payload(chunk: Chunk) -> dict:
     return {**chunk_payload(chunk), TEXT_FIELD: embedding_text(chunk)}
 
 
-def index_chunks(qdrant: QdrantClient, client: ollama.Client, collection: str, chunks: Sequence[Chunk],
-                 embed_model: str, batch_size: int = 32, progress: bool = False) -> int:
+def index_chunks(
+    qdrant: QdrantClient,
+    client: ollama.Client,
+    collection: str,
+    chunks: Sequence[Chunk],
+    embed_model: str,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> int:
     """Embed and upsert chunks with deterministic ids; drop a document's stale tail chunks. Returns points written."""
     vectors = embed_texts(client, embed_model, [embedding_text(c) for c in chunks], batch_size, progress)
     if not vectors:
         return 0
     ensure_collection(qdrant, collection, len(vectors[0]))
-    points = [models.PointStruct(id=point_id(c.id), vector=v, payload=index_payload(c)) for c, v in zip(chunks, vectors)]
+    points = [
+        models.PointStruct(id=point_id(c.id), vector=v, payload=index_payload(c)) for c, v in zip(chunks, vectors)
+    ]
     for start in range(0, len(points), 256):
         qdrant.upsert(collection, points=points[start : start + 256], wait=True)
     counts: dict[str, int] = {}
     for c in chunks:
         counts[c.doc_id] = max(counts.get(c.doc_id, 0), c.index + 1)
     for doc_id, n in counts.items():  # a document that shrank leaves no stale chunks behind
-        qdrant.delete(collection, points_selector=models.Filter(must=[
-            models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
-            models.FieldCondition(key="chunk_index", range=models.Range(gte=n))]), wait=True)
+        qdrant.delete(
+            collection,
+            points_selector=models.Filter(
+                must=[
+                    models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
+                    models.FieldCondition(key="chunk_index", range=models.Range(gte=n)),
+                ]
+            ),
+            wait=True,
+        )
     return len(points)

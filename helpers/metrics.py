@@ -30,16 +30,24 @@ class CallRecord:
     stopped: bool = False  # the caller stopped the stream early (completion_tokens: the pieces received)
 
 
-def generation_record(stage: str, final: object, wall_s: float, ttft_s: float | None = None,
-                      request_id: str = "") -> CallRecord:
+def generation_record(
+    stage: str, final: object, wall_s: float, ttft_s: float | None = None, request_id: str = ""
+) -> CallRecord:
     """A record from the final chunk (done=True) of an ollama chat/generate response."""
     eval_ns = final.eval_duration or 0
     prompt_ns = final.prompt_eval_duration or 0
     return CallRecord(
-        stage=stage, model=final.model, duration_s=wall_s, prompt_tokens=final.prompt_eval_count or 0,
-        completion_tokens=final.eval_count or 0, ttft_s=ttft_s,
-        tokens_per_s=(final.eval_count or 0) / (eval_ns / NS) if eval_ns else None, request_id=request_id,
-        prompt_eval_s=prompt_ns / NS if prompt_ns else None, eval_s=eval_ns / NS if eval_ns else None)
+        stage=stage,
+        model=final.model,
+        duration_s=wall_s,
+        prompt_tokens=final.prompt_eval_count or 0,
+        completion_tokens=final.eval_count or 0,
+        ttft_s=ttft_s,
+        tokens_per_s=(final.eval_count or 0) / (eval_ns / NS) if eval_ns else None,
+        request_id=request_id,
+        prompt_eval_s=prompt_ns / NS if prompt_ns else None,
+        eval_s=eval_ns / NS if eval_ns else None,
+    )
 
 
 def count_usage(record: CallRecord, response: object) -> CallRecord:
@@ -55,12 +63,26 @@ class MetricsLog:
     def __init__(self) -> None:
         self.records: list[CallRecord] = []
         self.registry = CollectorRegistry()
-        self._seconds = Histogram("rag_stage_seconds", "Duration of one call, by stage", ["stage", "model"],
-                                  registry=self.registry, buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self._ttft = Histogram("rag_time_to_first_token_seconds", "Time to the first streamed token", ["model"],
-                               registry=self.registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self._tokens = Counter("rag_tokens", "Tokens processed, by stage and direction",
-                               ["stage", "model", "direction"], registry=self.registry)
+        self._seconds = Histogram(
+            "rag_stage_seconds",
+            "Duration of one call, by stage",
+            ["stage", "model"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self._ttft = Histogram(
+            "rag_time_to_first_token_seconds",
+            "Time to the first streamed token",
+            ["model"],
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self._tokens = Counter(
+            "rag_tokens",
+            "Tokens processed, by stage and direction",
+            ["stage", "model", "direction"],
+            registry=self.registry,
+        )
 
     def add(self, record: CallRecord) -> CallRecord:
         """Keep a record and update the Prometheus metrics."""
@@ -84,9 +106,14 @@ class MetricsLog:
             record.duration_s = time.perf_counter() - start
             self.add(record)
 
-    def stream(self, chunks: Iterable, stage: str = "generate", request_id: str = "",
-               on_text: Callable[[str], object] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> tuple[str, CallRecord]:
+    def stream(
+        self,
+        chunks: Iterable,
+        stage: str = "generate",
+        request_id: str = "",
+        on_text: Callable[[str], object] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> tuple[str, CallRecord]:
         """Consume a streamed chat/generate response: (full text, its record, with time to first token).
 
         Pass the stream straight from `client.chat(..., stream=True)`: the clock starts here, before the request.
@@ -97,8 +124,15 @@ class MetricsLog:
             if should_stop and should_stop():
                 getattr(chunks, "close", lambda: None)()  # closing the HTTP response ends the generation
                 pieces = sum(1 for p in parts if p)
-                record = CallRecord(stage, getattr(chunk, "model", "") or "", time.perf_counter() - start,
-                                    completion_tokens=pieces, ttft_s=ttft, request_id=request_id, stopped=True)
+                record = CallRecord(
+                    stage,
+                    getattr(chunk, "model", "") or "",
+                    time.perf_counter() - start,
+                    completion_tokens=pieces,
+                    ttft_s=ttft,
+                    request_id=request_id,
+                    stopped=True,
+                )
                 return "".join(parts), self.add(record)
             text = chunk.message.content if hasattr(chunk, "message") else chunk.response
             if text and ttft is None:

@@ -32,15 +32,24 @@ class Hit:
     payload: dict
 
 
-def retrieve(qdrant: QdrantClient, client: ollama.Client, collection: str, embed_model: str, query: str,
-             k: int = 5, query_filter: models.Filter | None = None, hybrid: bool = False) -> list[Hit]:
+def retrieve(
+    qdrant: QdrantClient,
+    client: ollama.Client,
+    collection: str,
+    embed_model: str,
+    query: str,
+    k: int = 5,
+    query_filter: models.Filter | None = None,
+    hybrid: bool = False,
+) -> list[Hit]:
     """Embed the query and return the k most similar chunks, best first (hybrid=True: dense + BM25 fused by RRF)."""
     vector = client.embed(model=embed_model, input=query).embeddings[0]
     if hybrid:
         points = hybrid_points(qdrant, collection, vector, query, k=k, query_filter=query_filter)
     else:
-        points = qdrant.query_points(collection, query=vector, limit=k, query_filter=query_filter,
-                                     with_payload=True).points
+        points = qdrant.query_points(
+            collection, query=vector, limit=k, query_filter=query_filter, with_payload=True
+        ).points
     return [to_hit(p) for p in points]
 
 
@@ -52,8 +61,9 @@ def to_hit(point: models.ScoredPoint) -> Hit:
 
 def format_sources(hits: list[Hit]) -> str:
     """Number the hits as [1], [2], ... with title and date, for the prompt."""
-    return "\n\n".join(f"[{i}] {h.title} (updated {h.payload.get('updated') or 'n/a'})\n{h.text}"
-                       for i, h in enumerate(hits, 1))
+    return "\n\n".join(
+        f"[{i}] {h.title} (updated {h.payload.get('updated') or 'n/a'})\n{h.text}" for i, h in enumerate(hits, 1)
+    )
 
 
 def build_messages(question: str, hits: list[Hit], system: str = SYSTEM_PROMPT) -> list[dict]:

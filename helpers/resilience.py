@@ -32,8 +32,9 @@ def timeouts(connect: float = CONNECT_S, read: float = READ_S, write: float = WR
     return httpx.Timeout(connect=connect, read=read, write=write, pool=connect)
 
 
-def make_client(host: str, connect: float = CONNECT_S, read: float = READ_S, headers: dict | None = None,
-                asynchronous: bool = False) -> ollama.Client | ollama.AsyncClient:
+def make_client(
+    host: str, connect: float = CONNECT_S, read: float = READ_S, headers: dict | None = None, asynchronous: bool = False
+) -> ollama.Client | ollama.AsyncClient:
     """An ollama.Client (or AsyncClient) with connect/read timeouts; headers go with every request."""
     cls = ollama.AsyncClient if asynchronous else ollama.Client
     return cls(host=host, timeout=timeouts(connect, read), headers=headers)
@@ -67,7 +68,9 @@ def is_transient(exc: BaseException, timeouts: bool = True) -> bool:
         return timeouts
     if isinstance(exc, ollama.ResponseError):
         return exc.status_code >= 500 or exc.status_code == 429  # -1: an error line inside a stream: not retried
-    return isinstance(exc, ConnectionError | httpx.TransportError)  # ollama raises ConnectionError when it can't connect
+    return isinstance(
+        exc, ConnectionError | httpx.TransportError
+    )  # ollama raises ConnectionError when it can't connect
 
 
 def failure_kind(exc: BaseException) -> str:
@@ -90,25 +93,40 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} ({failure_kind(exc)})"
 
 
-def retrying(attempts: int = 3, base_s: float = 0.2, max_wait_s: float = 2.0,
-             on_retry: Callable[[tenacity.RetryCallState], None] | None = None,
-             asynchronous: bool = False, retry_timeouts: bool = True) -> tenacity.Retrying | tenacity.AsyncRetrying:
+def retrying(
+    attempts: int = 3,
+    base_s: float = 0.2,
+    max_wait_s: float = 2.0,
+    on_retry: Callable[[tenacity.RetryCallState], None] | None = None,
+    asynchronous: bool = False,
+    retry_timeouts: bool = True,
+) -> tenacity.Retrying | tenacity.AsyncRetrying:
     """A tenacity policy: up to `attempts` tries on transient errors, waits drawn from 0..base*2^n (full jitter).
 
     After the last attempt the last error is raised as itself (reraise=True), not wrapped in a RetryError.
     asynchronous=True: an AsyncRetrying, for `await policy(coroutine_function, ...)`. retry_timeouts: see is_transient.
     """
+
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception()
-        log.warning("attempt %d failed (%s); retrying in %.2f s", state.attempt_number, describe(exc),
-                    state.next_action.sleep, extra={"attempt": state.attempt_number, "kind": failure_kind(exc)})
+        log.warning(
+            "attempt %d failed (%s); retrying in %.2f s",
+            state.attempt_number,
+            describe(exc),
+            state.next_action.sleep,
+            extra={"attempt": state.attempt_number, "kind": failure_kind(exc)},
+        )
         if on_retry:
             on_retry(state)
 
     cls = tenacity.AsyncRetrying if asynchronous else tenacity.Retrying
-    return cls(stop=tenacity.stop_after_attempt(attempts), reraise=True,
-               wait=tenacity.wait_random_exponential(multiplier=base_s, max=max_wait_s),
-               retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, retry_timeouts)), before_sleep=before_sleep)
+    return cls(
+        stop=tenacity.stop_after_attempt(attempts),
+        reraise=True,
+        wait=tenacity.wait_random_exponential(multiplier=base_s, max=max_wait_s),
+        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, retry_timeouts)),
+        before_sleep=before_sleep,
+    )
 
 
 def open_stream(start: Callable[[], Iterable], policy: tenacity.Retrying | None = None) -> Iterator:
@@ -116,6 +134,7 @@ def open_stream(start: Callable[[], Iterable], policy: tenacity.Retrying | None 
 
     A half-streamed answer has already reached the user: sending the question again would repeat it.
     """
+
     def first() -> tuple[Iterator, Any]:
         chunks = iter(start())
         return chunks, next(chunks)
@@ -130,6 +149,7 @@ async def open_stream_async(start: Callable[[], Any], policy: tenacity.AsyncRetr
 
     Returns (first chunk, the stream for the rest); errors after the first chunk are the caller's to handle.
     """
+
     async def first() -> tuple[Any, Any]:
         chunks = await start()
         return await anext(chunks), chunks
@@ -141,8 +161,9 @@ class CircuitOpenError(RuntimeError):
     """The circuit breaker is open: the backend failed too often; retry_after_s says when it will be probed."""
 
     def __init__(self, name: str, retry_after_s: float) -> None:
-        super().__init__(f"{name} is unavailable (circuit breaker open after repeated failures); "
-                         f"next try in {retry_after_s:.0f} s")
+        super().__init__(
+            f"{name} is unavailable (circuit breaker open after repeated failures); next try in {retry_after_s:.0f} s"
+        )
         self.retry_after_s = retry_after_s
 
 
@@ -153,9 +174,14 @@ class CircuitBreaker:
     failures (a 400 is the caller's mistake, not the backend's). on_change(old, new) hears every state change.
     """
 
-    def __init__(self, name: str = "llm", failures: int = 3, reset_after: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "llm",
+        failures: int = 3,
+        reset_after: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.name, self.threshold, self.reset_after, self.clock = name, failures, reset_after, clock
         self.on_change = on_change
         self.lock = threading.Lock()

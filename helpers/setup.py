@@ -1,7 +1,7 @@
 """The one setup call of every notebook: find an LLM backend and a vector store, print the status.
 
-    from helpers.setup import setup
-    cfg = setup()
+from helpers.setup import setup
+cfg = setup()
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def find_backend(settings: Settings) -> tuple[str, str, dict]:
         if info is not None:
             backend = "stand-in" if info.get("workshop_stand_in") else "ollama"
             return backend, settings.ollama_host, info
-    from helpers.offline.launcher import StandInError, ensure_stand_in
+    from infra.standin.launcher import StandInError, ensure_stand_in
 
     try:
         host, _ = ensure_stand_in(settings)
@@ -80,11 +80,15 @@ def check_models(client: ollama.Client, backend: str, wanted: list[str]) -> None
         return
     if backend == "ollama":
         pulls = "\n".join(f"    ollama pull {m}" for m in missing)
-        raise SetupError(f"Ollama is running but these models are not pulled yet. In a terminal run:\n"
-                         f"{pulls}\nthen re-run this cell. (Or set CHAT_MODEL / EMBED_MODEL to models you "
-                         f"have: {', '.join(sorted(names)) or 'none'}.)")
-    raise SetupError(f"The offline stand-in does not serve {', '.join(missing)}; it serves "
-                     f"{', '.join(sorted(names))}. Unset CHAT_MODEL / EMBED_MODEL, or run a real Ollama.")
+        raise SetupError(
+            f"Ollama is running but these models are not pulled yet. In a terminal run:\n"
+            f"{pulls}\nthen re-run this cell. (Or set CHAT_MODEL / EMBED_MODEL to models you "
+            f"have: {', '.join(sorted(names)) or 'none'}.)"
+        )
+    raise SetupError(
+        f"The offline stand-in does not serve {', '.join(missing)}; it serves "
+        f"{', '.join(sorted(names))}. Unset CHAT_MODEL / EMBED_MODEL, or run a real Ollama."
+    )
 
 
 def check_qdrant(url: str) -> str:
@@ -94,9 +98,11 @@ def check_qdrant(url: str) -> str:
     try:
         info = QdrantClient(url=url, timeout=5, check_compatibility=False).info()  # info() reports the version
     except Exception as exc:  # connection refused, DNS, TLS...
-        raise SetupError(f"QDRANT_URL is {url} but no Qdrant answers there ({type(exc).__name__}). "
-                         "Start one (e.g. `docker run -p 6333:6333 qdrant/qdrant`) or unset QDRANT_URL "
-                         "to use Qdrant embedded in the notebook.") from exc
+        raise SetupError(
+            f"QDRANT_URL is {url} but no Qdrant answers there ({type(exc).__name__}). "
+            "Start one (e.g. `docker run -p 6333:6333 qdrant/qdrant`) or unset QDRANT_URL "
+            "to use Qdrant embedded in the notebook."
+        ) from exc
     return info.version
 
 
@@ -109,21 +115,44 @@ def setup(quiet: bool = False) -> Config:
     client = make_client(host)  # connect and read timeouts (lesson 13): a stalled server cannot hang setup()
     check_models(client, backend, [chat_model, settings.embed_model])
     embed_dim = len(client.embed(model=settings.embed_model, input="dimension probe").embeddings[0])
-    qdrant = f"server {settings.qdrant_url} (v{check_qdrant(settings.qdrant_url)})" if settings.qdrant_url \
+    qdrant = (
+        f"server {settings.qdrant_url} (v{check_qdrant(settings.qdrant_url)})"
+        if settings.qdrant_url
         else "embedded (in this process)"
-    cfg = Config(backend=backend, ollama_host=host, chat_model=chat_model,
-                 embed_model=settings.embed_model, embed_dim=embed_dim,
-                 qdrant_url=settings.qdrant_url, fast=settings.fast, settings=settings)
+    )
+    cfg = Config(
+        backend=backend,
+        ollama_host=host,
+        chat_model=chat_model,
+        embed_model=settings.embed_model,
+        embed_dim=embed_dim,
+        qdrant_url=settings.qdrant_url,
+        fast=settings.fast,
+        settings=settings,
+    )
     if not quiet:
         label = "Ollama" if backend == "ollama" else "offline stand-in (small model: weaker answers)"
-        rows = [("LLM backend", f"{label}, API {info.get('version')}"), ("host", host),
-                ("chat model", chat_model), ("embedding model", f"{settings.embed_model} ({embed_dim}-d)"),
-                ("vector store", f"Qdrant {qdrant}"), ("fast mode", "on" if settings.fast else "off"),
-                ("versions", f"python {platform.python_version()}, ollama {_pkg('ollama')}, "
-                             f"qdrant-client {_pkg('qdrant-client')}")]
+        rows = [
+            ("LLM backend", f"{label}, API {info.get('version')}"),
+            ("host", host),
+            ("chat model", chat_model),
+            ("embedding model", f"{settings.embed_model} ({embed_dim}-d)"),
+            ("vector store", f"Qdrant {qdrant}"),
+            ("fast mode", "on" if settings.fast else "off"),
+            (
+                "versions",
+                f"python {platform.python_version()}, ollama {_pkg('ollama')}, qdrant-client {_pkg('qdrant-client')}",
+            ),
+        ]
         if info.get("num_predict_default"):  # the stand-in's one silent difference, said out loud
-            rows.insert(3, ("answer length", f"at most {info['num_predict_default']} tokens unless num_predict "
-                                              "is set (a real Ollama has no such cap)"))
+            rows.insert(
+                3,
+                (
+                    "answer length",
+                    f"at most {info['num_predict_default']} tokens unless num_predict "
+                    "is set (a real Ollama has no such cap)",
+                ),
+            )
         width = max(len(k) for k, _ in rows)
         print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     return cfg

@@ -50,8 +50,13 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id and every `extra=` field."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-                 "msg": record.getMessage(), "request_id": getattr(record, "request_id", None) or REQUEST_ID.get()}
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", None) or REQUEST_ID.get(),
+        }
         entry.update({k: v for k, v in vars(record).items() if k not in STANDARD and k != "request_id"})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
@@ -91,29 +96,40 @@ class RecentSpans(SpanExporter):
 class Telemetry:
     """A tracer (own TracerProvider, not the global one), its span store, and the failure metrics in `registry`."""
 
-    def __init__(self, service: str = "rag", registry: CollectorRegistry | None = None,
-                 endpoint: str | None = None) -> None:
+    def __init__(
+        self, service: str = "rag", registry: CollectorRegistry | None = None, endpoint: str | None = None
+    ) -> None:
         endpoint = endpoint if endpoint is not None else os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
         self.provider = TracerProvider(resource=Resource.create({"service.name": service}))
         self.memory: RecentSpans | None = None
         if endpoint:  # a collector: spans leave the process in batches, over OTLP/HTTP
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
-                endpoint=endpoint.rstrip("/") + "/v1/traces")))
+            self.provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces"))
+            )
         else:
             self.memory = RecentSpans()
             self.provider.add_span_processor(SimpleSpanProcessor(self.memory))
         self.tracer = self.provider.get_tracer("workshop")
         self.registry = registry or CollectorRegistry()
-        self.failures = Counter("rag_failures", "Failures by stage and kind (timeout, connection, http_503, ...)",
-                                ["stage", "kind"], registry=self.registry)
+        self.failures = Counter(
+            "rag_failures",
+            "Failures by stage and kind (timeout, connection, http_503, ...)",
+            ["stage", "kind"],
+            registry=self.registry,
+        )
         self.retries = Counter("rag_retries", "Retried attempts by stage", ["stage"], registry=self.registry)
-        self.latency = Histogram("rag_request_seconds", "Whole chat turns by status (ok, error, unavailable, ...)",
-                                 ["status"], registry=self.registry,
-                                 buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
-        self.breaker_state = Gauge("rag_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
-                                   ["breaker"], registry=self.registry)
+        self.latency = Histogram(
+            "rag_request_seconds",
+            "Whole chat turns by status (ok, error, unavailable, ...)",
+            ["status"],
+            registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+        )
+        self.breaker_state = Gauge(
+            "rag_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["breaker"], registry=self.registry
+        )
 
     @contextmanager
     def span(self, name: str, parent: trace.Span | None = None, **attributes: Any) -> Iterator[trace.Span]:
@@ -122,8 +138,9 @@ class Telemetry:
         An exception ends the span with status ERROR, its kind recorded, and the failures counter moves; it is re-raised.
         """
         context = trace.set_span_in_context(parent) if parent is not None else None
-        with self.tracer.start_as_current_span(name, context=context, record_exception=False,
-                                               set_status_on_exception=False) as span:
+        with self.tracer.start_as_current_span(
+            name, context=context, record_exception=False, set_status_on_exception=False
+        ) as span:
             span.set_attribute("request_id", REQUEST_ID.get())
             for key, value in attributes.items():
                 span.set_attribute(key, value)

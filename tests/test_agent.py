@@ -25,8 +25,14 @@ def search_handbook(query: str, category: str = "") -> str:
 @pytest.mark.parametrize("max_steps", [1, 2, 3])
 def test_the_agent_never_exceeds_its_step_limit_and_tool_errors_go_back_to_the_model(client, max_steps):
     calls.clear()
-    answer, trace = run_agent(client, STAND_IN_CHAT_MODEL, "Where is the muster point during a fire alarm?",
-                              [search_handbook], max_steps=max_steps, options=OPTIONS)
+    answer, trace = run_agent(
+        client,
+        STAND_IN_CHAT_MODEL,
+        "Where is the muster point during a fire alarm?",
+        [search_handbook],
+        max_steps=max_steps,
+        options=OPTIONS,
+    )
     assert 1 <= len(trace) <= max_steps and [s.n for s in trace] == list(range(1, len(trace) + 1))
     first = trace[0]
     assert first.calls, "with tools declared and a user's question last, the stand-in's first reply is a call"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bench import retrieval, stand_in
 from helpers.chunking import minilm_tokenizer
 from helpers.corpus import load_documents, load_questions
 from helpers.index import embedding_text
-from tests.bench import retrieval, stand_in
 from tests.conftest import needs_offline
 
 THREADS = 1  # llama.cpp threads on both sides: one keeps a busy machine from stalling the smoke run
@@ -24,18 +24,21 @@ def write_tiny_beir(folder: Path, n_docs: int = 20, n_queries: int = 5, max_char
     questions = [q for q in load_questions() if q["doc_ids"] and set(q["doc_ids"]) <= ids][:n_queries]
     assert len(questions) == n_queries
     (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": d.id, "title": d.title, "text": d.text[:max_chars]}) + "\n" for d in docs))
-    (folder / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": q["id"], "text": q["question"]}) + "\n" for q in questions))
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q['id']}\t{d}\t1\n" for q in questions for d in q["doc_ids"]))
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text[:max_chars]}) + "\n" for d in docs)
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q["id"], "text": q["question"]}) + "\n" for q in questions)
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q['id']}\t{d}\t1\n" for q in questions for d in q["doc_ids"])
+    )
 
 
 @pytest.fixture(scope="module")
 def bench_stand_in() -> Iterator[str]:
     """One private stand-in (a child process) shared by both benchmarks here."""
-    from tests.bench.common import private_stand_in
+    from bench.common import private_stand_in
 
     with private_stand_in(THREADS) as url:
         yield url
@@ -73,8 +76,18 @@ def test_retrieval_bench_on_tiny_dataset(tmp_path, bench_stand_in, monkeypatch):
     check = report["fusion_check"]
     assert check["queries"] == 5 and check["ndcg10_qdrant"] == pytest.approx(check["ndcg10_rrf"], abs=0.05)
     out = retrieval.format_report(json.loads(json.dumps(report)))  # what --json writes prints the same
-    for row in ("(a) one vector per document", "(b) workshop chunks", "(c) BM25", "(d) hybrid", "nDCG@10",
-                "recall@100", "ingest docs/s", "queries/s", "wall time", "Qdrant's own fusion"):
+    for row in (
+        "(a) one vector per document",
+        "(b) workshop chunks",
+        "(c) BM25",
+        "(d) hybrid",
+        "nDCG@10",
+        "recall@100",
+        "ingest docs/s",
+        "queries/s",
+        "wall time",
+        "Qdrant's own fusion",
+    ):
         assert row in out, row
     again = retrieval.run(tmp_path / "tiny", url=bench_stand_in, skip_whole=True)  # embeddings from the cache now
     assert [r["cached"] for r in again["results"]] == [True] * 3
@@ -94,8 +107,9 @@ def test_embedding_cache_is_keyed_by_model_backend_and_texts(tmp_path, monkeypat
 
 @needs_offline
 def test_stand_in_bench_one_short_round(bench_stand_in):
-    report = stand_in.run(rounds=1, num_predict=8, prompt_tokens=60, embed_chunks=8, threads=THREADS,
-                          url=bench_stand_in)
+    report = stand_in.run(
+        rounds=1, num_predict=8, prompt_tokens=60, embed_chunks=8, threads=THREADS, url=bench_stand_in
+    )
     assert report.same_text == 1 and report.embed_max_abs_diff < 1e-5  # both sides did the same work
     assert report.prompt_tokens[0] >= 60 and report.generated_tokens[0] == 8
     derived = report.derived()

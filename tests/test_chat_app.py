@@ -37,10 +37,26 @@ def index(client):
 
 @pytest.fixture
 def app(client, stand_in, index, tmp_path):
-    cfg = Config(backend="stand-in", ollama_host=stand_in[0], chat_model=STAND_IN_CHAT_MODEL, embed_model=EMBED_MODEL,
-                 embed_dim=384, qdrant_url=None, fast=True, settings=read_settings())
-    app = ChatApp(client, index, cfg, "chat_test", HistoryStore(tmp_path / "chat.sqlite"), MetricsLog(), k=3,
-                  options={"num_predict": 30})
+    cfg = Config(
+        backend="stand-in",
+        ollama_host=stand_in[0],
+        chat_model=STAND_IN_CHAT_MODEL,
+        embed_model=EMBED_MODEL,
+        embed_dim=384,
+        qdrant_url=None,
+        fast=True,
+        settings=read_settings(),
+    )
+    app = ChatApp(
+        client,
+        index,
+        cfg,
+        "chat_test",
+        HistoryStore(tmp_path / "chat.sqlite"),
+        MetricsLog(),
+        k=3,
+        options={"num_predict": 30},
+    )
     yield app
     app.history.close()
 

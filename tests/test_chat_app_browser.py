@@ -47,9 +47,15 @@ STATES = ("thinking", "rewriting", "searching", "reading", "writing")
 
 def notebook(cells: list[str]) -> dict:
     """A minimal nbformat-4 notebook of code cells on the python3 kernel."""
-    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3", "display_name":
-            "Python 3", "language": "python"}}, "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {},
-            "execution_count": None, "outputs": [], "source": src} for i, src in enumerate(cells)]}
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            {"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None, "outputs": [], "source": src}
+            for i, src in enumerate(cells)
+        ],
+    }
 
 
 @pytest.fixture
@@ -57,10 +63,23 @@ def lab(tmp_path):
     """A JupyterLab server on a free loopback port, serving tmp_path, with the test's environment: (base URL, token)."""
     port, token = free_port(), secrets.token_hex(16)
     (tmp_path / "chat.ipynb").write_text(json.dumps(notebook([BUILD_APP])))
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={tmp_path}",
+        "--ServerApp.port_retries=0",
+    ]
     if os.getuid() == 0:
         cmd.append("--allow-root")
     log = open(tmp_path / "lab.log", "w")  # noqa: SIM115 - closed below
@@ -124,13 +143,18 @@ def ask(page, text: str) -> float:  # noqa: ANN001
     page.wait_for_timeout(300)  # let the last keystrokes sync before Enter
     start = time.monotonic()
     box.press("Enter")
-    wait_for(page, lambda s: s["last"] and any(w in s["last"] for w in STATES) and text in s["transcript"], 10,
-             "a thinking state")
+    wait_for(
+        page,
+        lambda s: s["last"] and any(w in s["last"] for w in STATES) and text in s["transcript"],
+        10,
+        "a thinking state",
+    )
     return time.monotonic() - start
 
 
 def grows_while_streaming(page) -> tuple[int, int]:  # noqa: ANN001
     """Two samples of the streaming answer's length (the text before its cursor): the second is longer."""
+
     def streamed(s: dict) -> int:
         return len(s["last"].split("▍")[0]) if "▍" in s["last"] else -1
 

@@ -33,8 +33,9 @@ def shared_text(a: str, b: str) -> str:
 
 def long_section_doc(lines: int = 60) -> Document:
     """One section of many short lines: far longer than a chunk, so it must be split with overlap."""
-    body = "\n".join(f"Hut {i} keeps its kettle number {i} on shelf {i % 7}, descaled on day {i % 28 + 1}."
-                     for i in range(lines))
+    body = "\n".join(
+        f"Hut {i} keeps its kettle number {i} on shelf {i % 7}, descaled on day {i % 28 + 1}." for i in range(lines)
+    )
     return Document(id="long", title="Long", text=f"# Long\n\n## Kettles\n\n{body}\n", metadata={"category": "test"})
 
 
@@ -103,7 +104,9 @@ def test_section_headings_land_in_metadata(chunks):
         path = c.metadata["section"].split(" > ")
         if opening:
             assert set(opening) <= set(path) and path[-1] == opening[-1], (c.id, opening, path)
-        assert c.metadata["section"], f"{c.id}: every corpus document opens with an H1, so no chunk is outside a section"
+        assert c.metadata["section"], (
+            f"{c.id}: every corpus document opens with an H1, so no chunk is outside a section"
+        )
     assert by_id["vehicle-fleet#0"].metadata["section"] == "Vehicle Fleet"
 
 

@@ -8,7 +8,7 @@ import doctest
 import pytest
 
 from helpers.config import normalize_host, read_settings
-from helpers.offline.models import SamplingOptions, StopScanner
+from infra.standin.models import SamplingOptions, StopScanner
 
 
 def client_cases() -> list[tuple[str | None, str]]:
@@ -29,11 +29,17 @@ def test_normalize_host_follows_the_official_client():
         assert normalize_host(raw) == url, raw
 
 
-@pytest.mark.parametrize("raw, url", [
-    ("0.0.0.0", "http://127.0.0.1:11434"), ("0.0.0.0:8080", "http://127.0.0.1:8080"),
-    ("https://ollama.example/", "https://ollama.example:443"), ("http://10.0.0.5", "http://10.0.0.5:80"),
-    ("gpu-box:8080/ollama/", "http://gpu-box:8080/ollama"), ("  http://h:1  ", "http://h:1"),
-])
+@pytest.mark.parametrize(
+    "raw, url",
+    [
+        ("0.0.0.0", "http://127.0.0.1:11434"),
+        ("0.0.0.0:8080", "http://127.0.0.1:8080"),
+        ("https://ollama.example/", "https://ollama.example:443"),
+        ("http://10.0.0.5", "http://10.0.0.5:80"),
+        ("gpu-box:8080/ollama/", "http://gpu-box:8080/ollama"),
+        ("  http://h:1  ", "http://h:1"),
+    ],
+)
 def test_normalize_host_workshop_cases(raw, url):
     assert normalize_host(raw) == url
 

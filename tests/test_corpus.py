@@ -92,7 +92,9 @@ def test_recency_gold_is_the_newer_policy(corpus, questions):
 
 
 def test_loader_skips_and_reports_bad_files(tmp_path):
-    (tmp_path / "good.md").write_text("---\nid: g1\ntitle: Good\ncategory: faq\nupdated: 2025-01-02\ntags: [a]\n---\n# Good\nText.\n")
+    (tmp_path / "good.md").write_text(
+        "---\nid: g1\ntitle: Good\ncategory: faq\nupdated: 2025-01-02\ntags: [a]\n---\n# Good\nText.\n"
+    )
     (tmp_path / "plain.txt").write_text("No front matter here, just text.\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "nested.md").write_text("# Nested title\nBody.\n")

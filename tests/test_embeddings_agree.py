@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.reference_minilm import ReferenceMiniLM
+from tests.support.reference_minilm import ReferenceMiniLM
 
 TEXTS = [
     "Boat operations stop when the wind exceeds 10 m/s.",

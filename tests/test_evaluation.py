@@ -30,8 +30,10 @@ def test_dedupe_keeps_the_best_rank_of_each_id():
     assert dedupe([]) == []
 
 
-@pytest.mark.parametrize(("ranked", "k", "expected"), [
-    (AT_1, 1, 1.0), (AT_1, 5, 1.0), (AT_3, 1, 0.0), (AT_3, 2, 0.0), (AT_3, 3, 1.0), (ABSENT, 10, 0.0)])
+@pytest.mark.parametrize(
+    ("ranked", "k", "expected"),
+    [(AT_1, 1, 1.0), (AT_1, 5, 1.0), (AT_3, 1, 0.0), (AT_3, 2, 0.0), (AT_3, 3, 1.0), (ABSENT, 10, 0.0)],
+)
 def test_hit_rate_at_k(ranked, k, expected):
     assert hit_rate_at_k(ranked, GOLD, k) == expected
 
@@ -86,21 +88,31 @@ def test_short_answer_and_numbers():
     assert numbers("3,120 kg at 08:00, 0.6 m") == {"3120", "08:00", "0.6"}
 
 
-@pytest.mark.parametrize(("answer", "gold", "expected"), [
-    ("The tank holds 240 litres [1].", "240 litres.", True),
-    ("It holds 2400 litres.", "240 litres.", False),  # numbers match whole, not as substrings
-    ("The limit is 3120 kg.", "3,120 kg.", True),
-    ("Breakfast is 07:00 to 08:30.", "07:00-08:30, Monday to Saturday.", True),
-    ("Breakfast starts at 07:00.", "07:00-08:30, Monday to Saturday.", False),
-    ("That is Team Fulmar.", "Team Fulmar.", True),
-    ("The SAR team.", "Team Fulmar.", False),
-])
+@pytest.mark.parametrize(
+    ("answer", "gold", "expected"),
+    [
+        ("The tank holds 240 litres [1].", "240 litres.", True),
+        ("It holds 2400 litres.", "240 litres.", False),  # numbers match whole, not as substrings
+        ("The limit is 3120 kg.", "3,120 kg.", True),
+        ("Breakfast is 07:00 to 08:30.", "07:00-08:30, Monday to Saturday.", True),
+        ("Breakfast starts at 07:00.", "07:00-08:30, Monday to Saturday.", False),
+        ("That is Team Fulmar.", "Team Fulmar.", True),
+        ("The SAR team.", "Team Fulmar.", False),
+    ],
+)
 def test_contains_answer(answer, gold, expected):
     assert contains_answer(answer, gold) is expected
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    ("The documents don't say.", True), ("The documents don\u2019t say.", True),
-    ("The handbook does not say how much it costs.", True), ("It costs 40 credits.", False), ("", False)])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("The documents don't say.", True),
+        ("The documents don\u2019t say.", True),
+        ("The handbook does not say how much it costs.", True),
+        ("It costs 40 credits.", False),
+        ("", False),
+    ],
+)
 def test_is_refusal(answer, expected):
     assert is_refusal(answer) is expected

@@ -29,8 +29,9 @@ SYSTEM = {"role": "system", "content": "You answer questions about the station."
 
 def chat(n: int) -> list[dict]:
     """A system message, then n alternating user/assistant messages numbered 0..n-1."""
-    return [SYSTEM] + [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "word " * i}
-                       for i in range(n)]
+    return [SYSTEM] + [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "word " * i} for i in range(n)
+    ]
 
 
 def test_rows_persist_across_close_and_reopen(tmp_path):
@@ -40,8 +41,10 @@ def test_rows_persist_across_close_and_reopen(tmp_path):
     store.add("c1", "assistant", "VH-120.")
     store.close()
     again = HistoryStore(path)
-    assert again.messages("c1") == [{"role": "user", "content": "Which course do I need to drive a snowmobile?"},
-                                    {"role": "assistant", "content": "VH-120."}]
+    assert again.messages("c1") == [
+        {"role": "user", "content": "Which course do I need to drive a snowmobile?"},
+        {"role": "assistant", "content": "VH-120."},
+    ]
     again.close()
 
 
@@ -76,15 +79,17 @@ def test_within_token_budget_holds_and_keeps_system():
         kept = within_token_budget(msgs, budget)
         assert kept[0] == SYSTEM
         rest = kept[1:]
-        assert rest == (msgs[-len(rest):] if rest else [])  # the newest, in order, without gaps
+        assert rest == (msgs[-len(rest) :] if rest else [])  # the newest, in order, without gaps
         left = max(0, budget - count_tokens(SYSTEM["content"]))  # the system message is kept even over budget
         assert sum(count_tokens(m["content"]) for m in rest) <= left
     assert within_token_budget(msgs, 10_000) == msgs
 
 
 def test_rewrite_problem_accepts_a_resolved_question_and_rejects_the_rest():
-    history = [{"role": "user", "content": "Which course do I need before I can drive a snowmobile?"},
-               {"role": "assistant", "content": "VH-120, the vehicle and snowmobile driving course."}]
+    history = [
+        {"role": "user", "content": "Which course do I need before I can drive a snowmobile?"},
+        {"role": "assistant", "content": "VH-120, the vehicle and snowmobile driving course."},
+    ]
     follow_up = "How long does that take?"
     assert rewrite_problem("How long does the VH-120 course take?", follow_up, history) is None
     assert rewrite_problem("VH-120 takes one day.", follow_up, history) == "not a single question"
@@ -96,8 +101,12 @@ def test_rewrite_problem_accepts_a_resolved_question_and_rejects_the_rest():
 
 
 def test_context_query_joins_the_last_exchange_and_the_follow_up():
-    history = [{"role": "user", "content": "Q1?"}, {"role": "assistant", "content": "A1."},
-               {"role": "user", "content": "Q2?"}, {"role": "assistant", "content": " ".join(["w"] * 100)}]
+    history = [
+        {"role": "user", "content": "Q1?"},
+        {"role": "assistant", "content": "A1."},
+        {"role": "user", "content": "Q2?"},
+        {"role": "assistant", "content": " ".join(["w"] * 100)},
+    ]
     assert context_query(history, "And then?") == "Q2? " + " ".join(["w"] * 60) + " And then?"
     assert context_query(history, "And then?", max_words=0) == "Q2? And then?"
     assert context_query([], "Hello?") == "Hello?"
@@ -109,8 +118,10 @@ def test_rewrite_query_without_history_is_the_question(client):
 
 
 def test_rewrite_query_uses_a_good_rewrite_and_falls_back_otherwise(client):
-    history = [{"role": "user", "content": "On which days is the sauna open?"},
-               {"role": "assistant", "content": "Tuesday, Thursday and Saturday, 19:00-22:00."}]
+    history = [
+        {"role": "user", "content": "On which days is the sauna open?"},
+        {"role": "assistant", "content": "Tuesday, Thursday and Saturday, 19:00-22:00."},
+    ]
     question = "How many people does it hold?"
     rewrite = llm_rewrite(client, CHAT, history, question)  # decoding is repeatable: rewrite_query sees the same
     expected = rewrite if rewrite_problem(rewrite, question, history) is None else context_query(history, question)
@@ -129,12 +140,20 @@ class ScriptedClient:
         return types.SimpleNamespace(message=types.SimpleNamespace(content=self.answer))
 
 
-@pytest.mark.parametrize("answer, used", [("How many people does the sauna hold?", True),
-                                          ("The sauna holds eight people.", False), ("", False),
-                                          ("How many people does it hold?", False)])
+@pytest.mark.parametrize(
+    "answer, used",
+    [
+        ("How many people does the sauna hold?", True),
+        ("The sauna holds eight people.", False),
+        ("", False),
+        ("How many people does it hold?", False),
+    ],
+)
 def test_rewrite_query_falls_back_to_the_context_query_for_a_bad_rewrite(answer, used):
-    history = [{"role": "user", "content": "On which days is the sauna open?"},
-               {"role": "assistant", "content": "Tuesday, Thursday and Saturday, 19:00-22:00."}]
+    history = [
+        {"role": "user", "content": "On which days is the sauna open?"},
+        {"role": "assistant", "content": "Tuesday, Thursday and Saturday, 19:00-22:00."},
+    ]
     question = "How many people does it hold?"
     out = rewrite_query(ScriptedClient(answer), CHAT, history, question)
     assert out == (answer if used else context_query(history, question))
@@ -150,8 +169,11 @@ def follow_ups() -> list[tuple[dict, list[dict]]]:
     for turns in conversations.values():
         turns.sort(key=lambda q: q["turn"])
         for i in range(1, len(turns)):
-            history = [m for t in turns[:i] for m in ({"role": "user", "content": t["question"]},
-                                                      {"role": "assistant", "content": t["answer"]})]
+            history = [
+                m
+                for t in turns[:i]
+                for m in ({"role": "user", "content": t["question"]}, {"role": "assistant", "content": t["answer"]})
+            ]
             items.append((turns[i], history))
     return items
 
@@ -171,8 +193,9 @@ def test_rewritten_follow_ups_retrieve_the_gold_document(client, handbook_index)
         usable = rewrite_problem(rewrite, q["question"], history) is None
         accepted[group] += usable
         rewritten[group] += hit(rewrite if usable else context_query(history, q["question"]), q["doc_ids"])
-    n = collections.Counter(("elliptical" if q["conversation"].startswith("conv-d") else "older")
-                            for q, _ in follow_ups())
+    n = collections.Counter(
+        ("elliptical" if q["conversation"].startswith("conv-d") else "older") for q, _ in follow_ups()
+    )
     print(f"hit@5 raw {dict(raw)} rewritten {dict(rewritten)} of {dict(n)}; model rewrites used {dict(accepted)}")
     assert n["elliptical"] >= 8
     assert sum(rewritten.values()) >= 0.7 * sum(n.values())  # measured 19 of 22 with the offline model

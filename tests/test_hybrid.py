@@ -48,8 +48,13 @@ def vector(i: int, n: int = len(TEXTS)) -> list[float]:
 
 def chunk(i: int) -> Chunk:
     category, title, text = TEXTS[i]
-    return Chunk(f"d{i}#0", f"d{i}", 0, text, {"title": title, "category": category, "updated": "2025-01-01",
-                                               "tags": [], "section": ""})
+    return Chunk(
+        f"d{i}#0",
+        f"d{i}",
+        0,
+        text,
+        {"title": title, "category": category, "updated": "2025-01-01", "tags": [], "section": ""},
+    )
 
 
 @pytest.fixture()
@@ -57,8 +62,13 @@ def tiny() -> QdrantClient:
     """Embedded Qdrant with the six hand-made points, created by ensure_collection (so with the BM25 index)."""
     qdrant = QdrantClient(":memory:")
     ensure_collection(qdrant, "tiny", len(TEXTS))
-    qdrant.upsert("tiny", points=[models.PointStruct(id=point_id(chunk(i).id), vector=vector(i),
-                                                     payload=index_payload(chunk(i))) for i in range(len(TEXTS))])
+    qdrant.upsert(
+        "tiny",
+        points=[
+            models.PointStruct(id=point_id(chunk(i).id), vector=vector(i), payload=index_payload(chunk(i)))
+            for i in range(len(TEXTS))
+        ],
+    )
     return qdrant
 
 
@@ -81,7 +91,9 @@ def test_fusion_is_rrf_sorted_and_deterministic(tiny):
     assert ids[0] == ids[1] == ids[2]
     scores = [p.score for p in runs[0]]
     assert scores == sorted(scores, reverse=True)
-    dense = [p.payload["doc_id"] for p in tiny.query_points("tiny", query=query_vector, limit=6, with_payload=True).points]
+    dense = [
+        p.payload["doc_id"] for p in tiny.query_points("tiny", query=query_vector, limit=6, with_payload=True).points
+    ]
     bm25 = [p.payload["doc_id"] for p in bm25_points(tiny, "tiny", "form IR-4 wind", k=6)]
     expected = dict(rrf([dense, bm25]))
     assert {p.payload["doc_id"]: pytest.approx(p.score) for p in runs[0]} == expected  # Qdrant's RRF = ours
@@ -115,9 +127,16 @@ def test_filter_applies_inside_both_prefetch_branches(tiny):
 
 def test_a_collection_without_the_text_index_gives_a_clear_error_and_is_upgraded():
     qdrant = QdrantClient(":memory:")  # as lesson 05 built collections before lesson 11: no BM25 index
-    qdrant.create_collection("old", vectors_config=models.VectorParams(size=len(TEXTS), distance=models.Distance.COSINE))
-    qdrant.upsert("old", points=[models.PointStruct(id=point_id(chunk(i).id), vector=vector(i),
-                                                    payload=index_payload(chunk(i))) for i in range(len(TEXTS))])
+    qdrant.create_collection(
+        "old", vectors_config=models.VectorParams(size=len(TEXTS), distance=models.Distance.COSINE)
+    )
+    qdrant.upsert(
+        "old",
+        points=[
+            models.PointStruct(id=point_id(chunk(i).id), vector=vector(i), payload=index_payload(chunk(i)))
+            for i in range(len(TEXTS))
+        ],
+    )
     with pytest.raises(MissingTextIndexError, match="index_chunks"):
         bm25_points(qdrant, "old", "FTP-3")
     with pytest.raises(MissingTextIndexError, match="no BM25 text index"):
@@ -133,9 +152,15 @@ def test_mmr_returns_k_distinct_points(tiny):
 
 
 def test_grade_from_logprobs_is_the_expected_grade():
-    digit = Logprob(token="2", logprob=math.log(0.5), top_logprobs=[
-        TokenLogprob(token="2", logprob=math.log(0.5)), TokenLogprob(token="3", logprob=math.log(0.3)),
-        TokenLogprob(token="0", logprob=math.log(0.2))])
+    digit = Logprob(
+        token="2",
+        logprob=math.log(0.5),
+        top_logprobs=[
+            TokenLogprob(token="2", logprob=math.log(0.5)),
+            TokenLogprob(token="3", logprob=math.log(0.3)),
+            TokenLogprob(token="0", logprob=math.log(0.2)),
+        ],
+    )
     tokens = [Logprob(token='{"grade": ', logprob=-0.1), digit, Logprob(token="}", logprob=-0.01)]
     assert grade_from_logprobs(tokens) == pytest.approx(0.5 * 2 + 0.3 * 3)
     assert grade_from_logprobs(None) is None and grade_from_logprobs([]) is None
@@ -169,7 +194,8 @@ def test_hybrid_retrieve_finds_a_code_and_keeps_the_filter(handbook, client):
     assert len(hits) == 5 and {h.payload["category"] for h in hits} == {"policy"}
     dense = retrieve(qdrant, client, "handbook", EMBED_MODEL, "form FTP-3", k=5)  # the default is unchanged
     assert [h.score for h in dense] == sorted((h.score for h in dense), reverse=True) and all(
-        -1.0 <= h.score <= 1.0 for h in dense)
+        -1.0 <= h.score <= 1.0 for h in dense
+    )
 
 
 @pytest.mark.slow
@@ -185,4 +211,5 @@ def test_reranker_keeps_exactly_the_candidates_it_was_given(handbook, client):
     by_id = {h.chunk_id: h for h in candidates}
     assert all(h.text == by_id[h.chunk_id].text for h in reranked)  # the same chunks, only the score is new
     assert [h.chunk_id for h in rerank(client, STAND_IN_CHAT_MODEL, question, candidates, k=2)] == [
-        h.chunk_id for h in reranked[:2]]  # temperature 0: the same order again
+        h.chunk_id for h in reranked[:2]
+    ]  # temperature 0: the same order again

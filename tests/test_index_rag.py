@@ -32,14 +32,20 @@ def handbook(handbook_index):
 
 
 def doc_point_ids(qdrant: QdrantClient, doc_id: str) -> set[str]:
-    points, _ = qdrant.scroll(COLLECTION, limit=1000, with_payload=True, scroll_filter=models.Filter(must=[
-        models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))]))
+    points, _ = qdrant.scroll(
+        COLLECTION,
+        limit=1000,
+        with_payload=True,
+        scroll_filter=models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))]),
+    )
     return {p.payload["chunk_id"] for p in points}
 
 
 def make_hits(n: int) -> list[Hit]:
-    return [Hit(f"doc{i}#0", f"doc{i}", f"Doc {i}", f"text {i}", 1.0 - i / 10, {"updated": "2025-01-01"})
-            for i in range(1, n + 1)]
+    return [
+        Hit(f"doc{i}#0", f"doc{i}", f"Doc {i}", f"text {i}", 1.0 - i / 10, {"updated": "2025-01-01"})
+        for i in range(1, n + 1)
+    ]
 
 
 def test_point_ids_are_deterministic_uuids():
@@ -112,8 +118,9 @@ def test_ensure_collection_creates_with_the_given_size():
 
 @pytest.mark.slow
 def test_gold_document_in_top_5(handbook, client):
-    questions = [q for q in load_questions()
-                 if q["kind"] in CORPUS_KINDS or (q["kind"] == "multi_turn" and q.get("turn") == 1)]
+    questions = [
+        q for q in load_questions() if q["kind"] in CORPUS_KINDS or (q["kind"] == "multi_turn" and q.get("turn") == 1)
+    ]
     assert len(questions) >= 50
     misses = []
     for q in questions:
@@ -150,8 +157,11 @@ def test_end_to_end_answer_cites_only_retrieved_chunks(handbook, client):
     question = "Which form do I use to report an incident or a near miss, and how soon must it be handed in?"
     hits = retrieve(handbook, client, COLLECTION, EMBED_MODEL, question, k=5)
     assert "incident-reporting" in {h.doc_id for h in hits}
-    reply = client.chat(model=STAND_IN_CHAT_MODEL, messages=build_messages(question, hits),
-                        options={"temperature": 0, "seed": 42, "num_predict": 120})
+    reply = client.chat(
+        model=STAND_IN_CHAT_MODEL,
+        messages=build_messages(question, hits),
+        options={"temperature": 0, "seed": 42, "num_predict": 120},
+    )
     answer = reply.message.content
     print(f"answer: {answer!r}; cited: {cited_numbers(answer)}")
     assert answer.strip() and reply.prompt_eval_count > 0

@@ -18,7 +18,7 @@ import ollama
 import pytest
 
 from helpers.config import REPO_ROOT, read_settings
-from helpers.offline.launcher import (
+from infra.standin.launcher import (
     StandInError,
     ensure_stand_in,
     is_stand_in,
@@ -42,8 +42,13 @@ def stranger() -> Iterator[subprocess.Popen]:
 @pytest.fixture
 def other_checkout(stranger) -> Iterator[int]:
     """The port of an HTTP server that answers /api/version as the stand-in of another checkout."""
-    info = {"version": "0.6.3", "workshop_stand_in": True, "pid": stranger.pid, "checkout": "/home/someone/else",
-            "models": ["smollm2:135m"]}
+    info = {
+        "version": "0.6.3",
+        "workshop_stand_in": True,
+        "pid": stranger.pid,
+        "checkout": "/home/someone/else",
+        "models": ["smollm2:135m"],
+    }
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server naming

@@ -50,6 +50,8 @@ def test_every_relative_link_resolves(path):
 
 def test_the_checker_finds_a_broken_link(tmp_path):
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "a.md").write_text("[ok](a.md) [web](https://example.org) [top](#x) [bad](b.md#y) [up](../../z.md)")
+    (tmp_path / "d" / "a.md").write_text(
+        "[ok](a.md) [web](https://example.org) [top](#x) [bad](b.md#y) [up](../../z.md)"
+    )
     assert relative_links((tmp_path / "d" / "a.md").read_text()) == ["a.md", "b.md", "../../z.md"]
     assert broken_links(tmp_path / "d" / "a.md", root=tmp_path) == ["b.md", "../../z.md"]

@@ -33,8 +33,9 @@ def test_record_from_a_real_stream_matches_the_final_chunk(client):
             seen.append(chunk)
             yield chunk
 
-    text, record = log.stream(tee(client.chat(model=CHAT, messages=QUESTION, stream=True, options=OPTIONS)),
-                              request_id="r1")
+    text, record = log.stream(
+        tee(client.chat(model=CHAT, messages=QUESTION, stream=True, options=OPTIONS)), request_id="r1"
+    )
     final = seen[-1]
     assert final.done and text == "".join(c.message.content for c in seen)
     assert record.prompt_tokens == final.prompt_eval_count > 0
@@ -86,8 +87,11 @@ def test_empty_log_has_an_empty_dataframe_with_the_columns():
 def test_prometheus_text_has_the_right_totals():
     log = MetricsLog()
     for i in range(3):
-        log.add(CallRecord("generate", "m", duration_s=0.2 * (i + 1), prompt_tokens=100 + i, completion_tokens=10,
-                           ttft_s=0.1))
+        log.add(
+            CallRecord(
+                "generate", "m", duration_s=0.2 * (i + 1), prompt_tokens=100 + i, completion_tokens=10, ttft_s=0.1
+            )
+        )
     log.add(CallRecord("embed", "e", duration_s=0.01, prompt_tokens=7))
     log.add(CallRecord("search", "qdrant", duration_s=0.002))
     text = log.prometheus_text()
@@ -124,9 +128,16 @@ def test_count_usage_adds_a_non_streamed_calls_tokens(client):
 @pytest.mark.slow
 def test_should_stop_ends_a_real_stream_early(client):
     log, seen = MetricsLog(), []
-    text, record = log.stream(client.chat(model=CHAT, messages=[{"role": "user", "content": "Tell a long story."}],
-                                          stream=True, options={**OPTIONS, "num_predict": 300}),
-                              on_text=seen.append, should_stop=lambda: len(seen) >= 5)
+    text, record = log.stream(
+        client.chat(
+            model=CHAT,
+            messages=[{"role": "user", "content": "Tell a long story."}],
+            stream=True,
+            options={**OPTIONS, "num_predict": 300},
+        ),
+        on_text=seen.append,
+        should_stop=lambda: len(seen) >= 5,
+    )
     assert record.stopped and record.completion_tokens == 5 and text == "".join(seen[:5]) and text
     assert record.ttft_s is not None and log.records == [record]
 
@@ -142,6 +153,7 @@ def test_should_stop_closes_the_stream():
         finally:
             closed.append(True)
 
-    text, record = MetricsLog().stream(chunks(), should_stop=lambda: len(text_seen) >= 2,
-                                       on_text=(text_seen := []).append)
+    text, record = MetricsLog().stream(
+        chunks(), should_stop=lambda: len(text_seen) >= 2, on_text=(text_seen := []).append
+    )
     assert closed == [True] and text == "xx" and record.stopped and record.model == "m"

@@ -61,8 +61,11 @@ def test_lesson_opening_and_closing(path):
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
 def test_code_cells_are_short(path):
-    long = [len("".join(c["source"]).splitlines()) for c in load(path)["cells"]
-            if c["cell_type"] == "code" and len("".join(c["source"]).splitlines()) > 25]
+    long = [
+        len("".join(c["source"]).splitlines())
+        for c in load(path)["cells"]
+        if c["cell_type"] == "code" and len("".join(c["source"]).splitlines()) > 25
+    ]
     assert not long, f"code cells of {long} lines: split them (aim for ~15)"
 
 

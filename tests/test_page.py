@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from app.server import BackgroundServer
 from app.service import create_app
 from helpers.history import HistoryStore
-from tests.served import indexed_qdrant, stand_in_config
+from infra.background import BackgroundServer
+from tests.support.served import indexed_qdrant, stand_in_config
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
 QUESTION = "Where is the muster point when the fire alarm sounds?"
@@ -22,8 +22,12 @@ STREAMING_NOW = """() => {
 @pytest.mark.slow
 def test_page_streams_the_answer_shows_sources_and_keeps_the_chat_across_reloads(browser, stand_in, tmp_path):
     url = stand_in[0]
-    app = create_app(stand_in_config(url), qdrant=indexed_qdrant(url), history=HistoryStore(tmp_path / "h.sqlite"),
-                     options={"num_predict": 60})
+    app = create_app(
+        stand_in_config(url),
+        qdrant=indexed_qdrant(url),
+        history=HistoryStore(tmp_path / "h.sqlite"),
+        options={"num_predict": 60},
+    )
     app.state.service.k = 3
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with BackgroundServer(app) as server:

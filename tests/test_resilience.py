@@ -1,4 +1,4 @@
-"""helpers.resilience and helpers.telemetry driven by real injected faults (helpers.faults.FaultProxy).
+"""helpers.resilience and helpers.telemetry driven by real injected faults (infra.faults.FaultProxy).
 
 Fast tier: the proxy (real uvicorn, real TCP, the official ollama client) in front of a FAKE upstream, a 30-line
 Ollama-shaped app defined below, so the faults run in milliseconds without a model. The same faults against the real
@@ -21,8 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from app.server import BackgroundServer
-from helpers.faults import Fault, FaultProxy
 from helpers.resilience import (
     CircuitBreaker,
     CircuitOpenError,
@@ -35,6 +33,8 @@ from helpers.resilience import (
     with_deadline,
 )
 from helpers.telemetry import Telemetry, json_logs, request_context, span_tree
+from infra.background import BackgroundServer
+from infra.faults import Fault, FaultProxy
 from tests.conftest import free_port
 
 MODEL = "fake:latest"
@@ -53,10 +53,23 @@ async def fake_chat(request: Request) -> StreamingResponse | JSONResponse:
         try:
             for i in range(10):
                 await asyncio.sleep(pause)
-                yield json.dumps({"model": MODEL, "message": {"role": "assistant", "content": f"w{i} "},
-                                  "done": False}) + "\n"
-            yield json.dumps({"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True,
-                              "done_reason": "stop", "eval_count": 10, "prompt_eval_count": 3}) + "\n"
+                yield (
+                    json.dumps({"model": MODEL, "message": {"role": "assistant", "content": f"w{i} "}, "done": False})
+                    + "\n"
+                )
+            yield (
+                json.dumps(
+                    {
+                        "model": MODEL,
+                        "message": {"role": "assistant", "content": ""},
+                        "done": True,
+                        "done_reason": "stop",
+                        "eval_count": 10,
+                        "prompt_eval_count": 3,
+                    }
+                )
+                + "\n"
+            )
         finally:
             UPSTREAM_CALLS.append("chat stream ended")
 
@@ -79,8 +92,9 @@ async def fake_embed(request: Request) -> JSONResponse:
 @pytest.fixture(scope="module")
 def proxy():
     """A FaultProxy in front of the fake upstream; each test starts with no fault and an empty request log."""
-    upstream = Starlette(routes=[Route("/api/chat", fake_chat, methods=["POST"]),
-                                 Route("/api/embed", fake_embed, methods=["POST"])])
+    upstream = Starlette(
+        routes=[Route("/api/chat", fake_chat, methods=["POST"]), Route("/api/embed", fake_embed, methods=["POST"])]
+    )
     with BackgroundServer(upstream) as up, FaultProxy(up.url) as fault_proxy:
         yield fault_proxy
 
@@ -183,8 +197,11 @@ def test_timeouts_can_be_left_out_of_the_retries(proxy):
 def test_a_client_hanging_up_ends_the_upstream_stream_at_once(proxy):
     UPSTREAM_CALLS.clear()
     with pytest.raises(httpx.ReadTimeout):
-        list(make_client(proxy.url, read=0.3).chat(model=MODEL, messages=[{"role": "user", "content": "slow"}],
-                                                   stream=True))
+        list(
+            make_client(proxy.url, read=0.3).chat(
+                model=MODEL, messages=[{"role": "user", "content": "slow"}], stream=True
+            )
+        )
     deadline = time.monotonic() + 1.5  # the upstream's first line comes after 2 s, the whole stream after 20 s
     while not UPSTREAM_CALLS and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -242,8 +259,9 @@ def guarded(breaker: CircuitBreaker, client: ollama.Client) -> object:
 
 def test_breaker_opens_after_k_failures_rejects_fast_and_closes_after_a_probe(proxy):
     clock, changes = Clock(), []
-    breaker = CircuitBreaker("fake", failures=3, reset_after=10, clock=clock,
-                             on_change=lambda old, new: changes.append(new))
+    breaker = CircuitBreaker(
+        "fake", failures=3, reset_after=10, clock=clock, on_change=lambda old, new: changes.append(new)
+    )
     client = make_client(proxy.url)
     proxy.set("503")
     for _ in range(3):
@@ -326,7 +344,8 @@ def test_real_stand_in_behind_the_proxy_retries_and_times_out(stand_in):
         fault_proxy.set("stall:2", path="/api/chat")
         received, start = [], time.perf_counter()
         with pytest.raises(httpx.ReadTimeout):  # read 5 s: longer than a token's gap, even on a busy machine
-            for chunk in make_client(fault_proxy.url, read=5).chat(model="smollm2:135m", messages=USER, stream=True,
-                                                                    options={"num_predict": 40}):
+            for chunk in make_client(fault_proxy.url, read=5).chat(
+                model="smollm2:135m", messages=USER, stream=True, options={"num_predict": 40}
+            ):
                 received.append(chunk)
         assert len(received) == 2 and time.perf_counter() - start < 120  # the first tokens' time, plus 5 s

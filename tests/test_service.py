@@ -14,11 +14,11 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient
 
-from app.server import BackgroundServer
 from app.service import MAX_QUESTION_CHARS, create_app, sse
 from helpers.history import HistoryStore
+from infra.background import BackgroundServer
 from tests.conftest import free_port
-from tests.served import ask, chat_queue, indexed_qdrant, parse_sse, stand_in_config
+from tests.support.served import ask, chat_queue, indexed_qdrant, parse_sse, stand_in_config
 
 QUESTION = "Where is the muster point when the fire alarm sounds?"
 FAST_OPTIONS = {"num_predict": 24}  # the checks are on structure: a few tokens are enough
@@ -28,8 +28,9 @@ FAST_OPTIONS = {"num_predict": 24}  # the checks are on structure: a few tokens 
 def down(tmp_path_factory):
     """The app with its LLM backend down (nothing listens on its port) and an empty embedded Qdrant."""
     history = HistoryStore(tmp_path_factory.mktemp("down") / "history.sqlite")
-    app = create_app(stand_in_config(f"http://127.0.0.1:{free_port()}"), qdrant=QdrantClient(":memory:"),
-                     history=history)
+    app = create_app(
+        stand_in_config(f"http://127.0.0.1:{free_port()}"), qdrant=QdrantClient(":memory:"), history=history
+    )
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         yield http, history
 
@@ -38,8 +39,9 @@ def down(tmp_path_factory):
 def served(stand_in, tmp_path_factory):
     """(http client, history store, stand-in server) for the app on the stand-in, handbook indexed once."""
     history = HistoryStore(tmp_path_factory.mktemp("served") / "history.sqlite")
-    app = create_app(stand_in_config(stand_in[0]), qdrant=indexed_qdrant(stand_in[0]), history=history,
-                     options=FAST_OPTIONS)
+    app = create_app(
+        stand_in_config(stand_in[0]), qdrant=indexed_qdrant(stand_in[0]), history=history, options=FAST_OPTIONS
+    )
     app.state.service.k = 2  # shorter prompts: the shared 2-core machine reads them faster
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=600) as http:
         yield http, history, stand_in[1]
@@ -54,14 +56,26 @@ def test_sse_frames_are_event_data_blank_line():
 @pytest.mark.parametrize("chat_id", ["bad id", "x" * 65, "semi;colon", "dot.dot"])
 def test_malformed_chat_id_is_400(down, chat_id):
     http, _ = down
-    for response in (http.post(f"/chat/{chat_id}", json={"question": QUESTION}), http.get(f"/chats/{chat_id}"),
-                     http.delete(f"/chats/{chat_id}")):
+    for response in (
+        http.post(f"/chat/{chat_id}", json={"question": QUESTION}),
+        http.get(f"/chats/{chat_id}"),
+        http.delete(f"/chats/{chat_id}"),
+    ):
         assert response.status_code == 400, response.text
         assert "malformed chat id" in response.json()["detail"] and "letters, digits" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("body", [{"question": ""}, {"question": "   "}, {"question": "x" * (MAX_QUESTION_CHARS + 1)},
-                                  {}, {"q": "hi"}, {"question": 42}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"question": ""},
+        {"question": "   "},
+        {"question": "x" * (MAX_QUESTION_CHARS + 1)},
+        {},
+        {"q": "hi"},
+        {"question": 42},
+    ],
+)
 def test_empty_missing_or_over_long_question_is_422_with_a_message(down, body):
     http, history = down
     response = http.post("/chat/c1", json=body)
@@ -76,7 +90,7 @@ def test_backend_down_is_503_naming_the_fix(down):
     response = http.post("/chat/c2", json={"question": QUESTION})
     assert response.status_code == 503
     detail = response.json()["detail"]
-    assert "does not answer" in detail and "ollama serve" in detail and "helpers.offline start" in detail
+    assert "does not answer" in detail and "ollama serve" in detail and "infra.standin start" in detail
     assert history.rows("c2") == []  # nothing was half-written
 
 
@@ -86,7 +100,7 @@ def test_healthz_names_each_failing_part(down):
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "fail" and set(body["parts"]) == {"llm", "embedding", "qdrant"}
-    assert body["parts"]["llm"].startswith("fail: no LLM backend answers") and "helpers.offline" in body["parts"]["llm"]
+    assert body["parts"]["llm"].startswith("fail: no LLM backend answers") and "infra.standin" in body["parts"]["llm"]
     assert body["parts"]["embedding"].startswith("fail:") and body["parts"]["qdrant"].startswith("fail:")
 
 
@@ -120,7 +134,10 @@ def test_chat_streams_tokens_then_sources_then_done_and_stores_the_turn(served):
     assert 0 < done["completion_tokens"] <= FAST_OPTIONS["num_predict"] and done["prompt_tokens"] > 50
     assert 0 < done["ttft_s"] <= done["total_s"]
     stored = http.get("/chats/turns-1").json()
-    assert stored["messages"] == [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": answer.strip()}]
+    assert stored["messages"] == [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": answer.strip()},
+    ]
     assert stored["failed"] == [] and history.messages("turns-1") == stored["messages"]
 
 
@@ -222,8 +239,9 @@ def test_failure_mid_stream_sends_an_error_event_and_records_a_failed_turn(stand
     host, port = stand_in[0].removeprefix("http://").split(":")
     proxy = CuttingProxy((host, int(port)), cut=1500)  # the headers and a few NDJSON lines, then the cut
     history = HistoryStore(tmp_path / "history.sqlite")
-    app = create_app(stand_in_config(proxy.url), qdrant=indexed_qdrant(stand_in[0]), history=history,
-                     options={"num_predict": 200})
+    app = create_app(
+        stand_in_config(proxy.url), qdrant=indexed_qdrant(stand_in[0]), history=history, options={"num_predict": 200}
+    )
     app.state.service.k = 1
     try:
         with BackgroundServer(app) as served_app, httpx.Client(base_url=served_app.url, timeout=600) as http:

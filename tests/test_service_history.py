@@ -34,8 +34,10 @@ def postgres_url():
     """postgresql://... of a throwaway PostgreSQL server on 127.0.0.1, stopped (fast) at the end of the session."""
     initdb, pg_ctl = pg_tool("initdb"), pg_tool("pg_ctl")
     if not (initdb and pg_ctl):
-        message = ("PostgreSQL is not installed (no initdb/pg_ctl): install it (Debian/Ubuntu: `apt-get install "
-                   "postgresql`, macOS: `brew install postgresql`) to run the PostgreSQL history tests")
+        message = (
+            "PostgreSQL is not installed (no initdb/pg_ctl): install it (Debian/Ubuntu: `apt-get install "
+            "postgresql`, macOS: `brew install postgresql`) to run the PostgreSQL history tests"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -51,8 +53,17 @@ def postgres_url():
     port = free_port()
     done = run(initdb, "-D", f"{base}/data", "-A", "trust", "-U", "postgres")
     assert done.returncode == 0, done.stderr
-    done = run(pg_ctl, "-D", f"{base}/data", "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
-               "-l", f"{base}/log", "-w", "start")
+    done = run(
+        pg_ctl,
+        "-D",
+        f"{base}/data",
+        "-o",
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
+        "-l",
+        f"{base}/log",
+        "-w",
+        "start",
+    )
     assert done.returncode == 0, done.stderr + (base / "log").read_text()
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
@@ -88,8 +99,10 @@ def reopen(s: HistoryStore) -> HistoryStore:
 
 def test_a_turn_round_trips_and_survives_a_new_connection(store):
     store.add_turn("c1", "Which course do I need to drive a snowmobile?", "VH-120.")
-    expected = [{"role": "user", "content": "Which course do I need to drive a snowmobile?"},
-                {"role": "assistant", "content": "VH-120."}]
+    expected = [
+        {"role": "user", "content": "Which course do I need to drive a snowmobile?"},
+        {"role": "assistant", "content": "VH-120."},
+    ]
     assert store.messages("c1") == expected
     rows = store.rows("c1")
     assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["created_at"].startswith("20") for r in rows)
@@ -104,8 +117,13 @@ def test_a_failed_turn_is_recorded_but_kept_out_of_the_conversation(store):
     store.add_turn("c1", "q3", "a3")
     assert [m["content"] for m in store.messages("c1")] == ["q1", "a1", "q3", "a3"]
     assert [(r["content"], r["status"]) for r in store.rows("c1")] == [
-        ("q1", "ok"), ("a1", "ok"), ("q2", "failed"), ("generation failed: connection reset", "failed"),
-        ("q3", "ok"), ("a3", "ok")]
+        ("q1", "ok"),
+        ("a1", "ok"),
+        ("q2", "failed"),
+        ("generation failed: connection reset", "failed"),
+        ("q3", "ok"),
+        ("a3", "ok"),
+    ]
 
 
 def test_a_turn_is_written_whole_or_not_at_all(store):
@@ -135,8 +153,10 @@ def test_open_history_picks_the_store_from_the_target(tmp_path):
 def test_a_lesson_07_file_with_the_old_content_column_is_migrated(tmp_path):
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id TEXT NOT NULL, role TEXT NOT NULL"
-               " CHECK (role IN ('system', 'user', 'assistant')), content TEXT NOT NULL, created_at TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id TEXT NOT NULL, role TEXT NOT NULL"
+        " CHECK (role IN ('system', 'user', 'assistant')), content TEXT NOT NULL, created_at TEXT NOT NULL)"
+    )
     db.execute("INSERT INTO messages (chat_id, role, content, created_at) VALUES ('c', 'user', 'kept', 'then')")
     db.commit()
     db.close()
@@ -160,8 +180,9 @@ store.close()
 def test_several_processes_share_the_postgres_table(postgres_url):
     fresh_postgres(postgres_url).close()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, postgres_url, f"proc-{n}", "25"], env=env)
-               for n in range(3)]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, postgres_url, f"proc-{n}", "25"], env=env) for n in range(3)
+    ]
     assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
     store = PostgresHistoryStore(postgres_url)
     assert sorted(store.chat_ids()) == ["proc-0", "proc-1", "proc-2"]
@@ -173,18 +194,29 @@ def test_several_processes_share_the_postgres_table(postgres_url):
 
 @pytest.mark.slow
 def test_two_app_processes_share_one_postgres_history(stand_in, postgres_url):
-    from app.server import BackgroundServer
     from app.service import create_app
-    from tests.served import ask, indexed_qdrant, stand_in_config
+    from infra.background import BackgroundServer
+    from tests.support.served import ask, indexed_qdrant, stand_in_config
 
     fresh_postgres(postgres_url).close()
     url = stand_in[0]
-    apps = [create_app(stand_in_config(url), qdrant=indexed_qdrant(url), history=PostgresHistoryStore(postgres_url),
-                       options={"num_predict": 16}) for _ in range(2)]
+    apps = [
+        create_app(
+            stand_in_config(url),
+            qdrant=indexed_qdrant(url),
+            history=PostgresHistoryStore(postgres_url),
+            options={"num_predict": 16},
+        )
+        for _ in range(2)
+    ]
     for app in apps:
         app.state.service.k = 1
-    with BackgroundServer(apps[0]) as a, BackgroundServer(apps[1]) as b, \
-            httpx.Client(base_url=a.url, timeout=600) as http_a, httpx.Client(base_url=b.url, timeout=600) as http_b:
+    with (
+        BackgroundServer(apps[0]) as a,
+        BackgroundServer(apps[1]) as b,
+        httpx.Client(base_url=a.url, timeout=600) as http_a,
+        httpx.Client(base_url=b.url, timeout=600) as http_b,
+    ):
         events = ask(http_a, "shared", "Who leads the search and rescue team?")
         assert events[-1][0] == "done"
         seen_by_b = http_b.get("/chats/shared").json()["messages"]

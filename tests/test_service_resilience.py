@@ -15,13 +15,13 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient
 
-from app.server import BackgroundServer
 from app.service import create_app
-from helpers.faults import FaultProxy
 from helpers.history import HistoryStore
 from helpers.telemetry import json_logs
+from infra.background import BackgroundServer
+from infra.faults import FaultProxy
 from tests.conftest import free_port
-from tests.served import ask, indexed_qdrant, stand_in_config
+from tests.support.served import ask, indexed_qdrant, stand_in_config
 
 QUESTION = "Where is the muster point when the fire alarm sounds?"
 TUNING = {"attempts": 2, "breaker_failures": 2, "breaker_reset_s": 1.5}  # read timeout: the default 300 s
@@ -41,9 +41,13 @@ def sample(http: httpx.Client, name: str, labels: dict) -> float:
 @pytest.mark.parametrize("guardrails", [False, True])
 def test_backend_down_opens_the_breaker_then_503_says_when_to_retry(tmp_path, guardrails):
     """With the guardrails on (the default), the question's embedding is the first call to fail (stage "guard")."""
-    app = create_app(stand_in_config(f"http://127.0.0.1:{free_port()}"), qdrant=QdrantClient(":memory:"),
-                     history=HistoryStore(tmp_path / "h.sqlite"), tuning={**TUNING, "breaker_reset_s": 60},
-                     guardrails=guardrails)
+    app = create_app(
+        stand_in_config(f"http://127.0.0.1:{free_port()}"),
+        qdrant=QdrantClient(":memory:"),
+        history=HistoryStore(tmp_path / "h.sqlite"),
+        tuning={**TUNING, "breaker_reset_s": 60},
+        guardrails=guardrails,
+    )
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         for _ in range(2):
             response = http.post("/chat/down", json={"question": QUESTION})
@@ -68,9 +72,14 @@ def faulty(stand_in, tmp_path):
     out = io.StringIO()
     json_logs("rag", stream=out)
     with FaultProxy(stand_in[0]) as proxy:
-        app = create_app(stand_in_config(proxy.url), qdrant=indexed_qdrant(stand_in[0]),
-                         history=HistoryStore(tmp_path / "h.sqlite"), options={"num_predict": 8}, tuning=TUNING,
-                         guardrails=False)  # the pipeline's own behaviour (the guard fails closed: a 503)
+        app = create_app(
+            stand_in_config(proxy.url),
+            qdrant=indexed_qdrant(stand_in[0]),
+            history=HistoryStore(tmp_path / "h.sqlite"),
+            options={"num_predict": 8},
+            tuning=TUNING,
+            guardrails=False,
+        )  # the pipeline's own behaviour (the guard fails closed: a 503)
         app.state.service.k = 1
         with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=600) as http:
             yield http, proxy, app.state.service, out
@@ -136,4 +145,6 @@ def test_retrieval_failing_degrades_the_answer_and_traces_every_stage(faulty):
     assert {line["stage"] for line in mine} >= {"rewrite", "search", "prompt", "turn"}
     turn = next(line for line in mine if line["stage"] == "turn")
     assert turn["outcome"] == "ok" and turn["completion_tokens"] == events[-1][1]["completion_tokens"]
-    assert next(line for line in mine if line["stage"] == "search")["chunks"] == [events[-2][1]["sources"][0]["chunk_id"]]
+    assert next(line for line in mine if line["stage"] == "search")["chunks"] == [
+        events[-2][1]["sources"][0]["chunk_id"]
+    ]

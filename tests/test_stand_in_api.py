@@ -20,7 +20,14 @@ pytestmark = pytest.mark.slow
 
 CHAT = "smollm2:135m"
 EMBED = "all-minilm"
-METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
+METRICS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 Q = [{"role": "user", "content": "Name three colours."}]
 
 
@@ -79,7 +86,9 @@ def test_identical_request_identical_output_cold_and_warm(client):
     opts = {"temperature": 0, "seed": 42, "num_predict": 40}
     client.chat(model=CHAT, messages=[], keep_alive=0)  # unloaded: the next request runs on a cold model
     cold = client.chat(model=CHAT, messages=question, options=opts).message.content
-    client.chat(model=CHAT, messages=[system, {"role": "user", "content": "What is the capital of France?"}], options=opts)
+    client.chat(
+        model=CHAT, messages=[system, {"role": "user", "content": "What is the capital of France?"}], options=opts
+    )
     after_shared_prefix = client.chat(model=CHAT, messages=question, options=opts).message.content
     repeated = client.chat(model=CHAT, messages=question, options=opts).message.content
     streamed = "".join(p.message.content for p in client.chat(model=CHAT, messages=question, options=opts, stream=True))
@@ -88,9 +97,13 @@ def test_identical_request_identical_output_cold_and_warm(client):
 
 def test_seed_at_temperature_above_zero(client):
     """Sampling with a seed: the same seed gives the same text, other seeds other text."""
+
     def sample(seed: int) -> str:
-        return client.chat(model=CHAT, messages=[{"role": "user", "content": "Write a short poem about the sea."}],
-                           options={"temperature": 0.9, "seed": seed, "num_predict": 40}).message.content
+        return client.chat(
+            model=CHAT,
+            messages=[{"role": "user", "content": "Write a short poem about the sea."}],
+            options={"temperature": 0.9, "seed": seed, "num_predict": 40},
+        ).message.content
 
     first = sample(1)
     assert sample(1) == first
@@ -98,7 +111,7 @@ def test_seed_at_temperature_above_zero(client):
 
 
 def test_no_default_system_prompt_is_injected(stand_in, client):
-    """"Hello" costs its own tokens and the template's, not SmolLM2's default system prompt (main: 31 tokens)."""
+    """ "Hello" costs its own tokens and the template's, not SmolLM2's default system prompt (main: 31 tokens)."""
     model, _ = stand_in[1].registry.models[CHAT].get()
     prompt = model.chat_prompt([{"role": "user", "content": "Hello"}], 4096)
     assert prompt == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
@@ -114,8 +127,11 @@ def test_num_predict_caps_length(client):
 
 
 def test_stop_sequence_is_not_emitted(client):
-    r = client.generate(model=CHAT, prompt="List the numbers from 1 to 20, separated by commas.",
-                        options={"temperature": 0, "num_predict": 60, "stop": ["5"]})
+    r = client.generate(
+        model=CHAT,
+        prompt="List the numbers from 1 to 20, separated by commas.",
+        options={"temperature": 0, "num_predict": 60, "stop": ["5"]},
+    )
     assert "5" not in r.response
 
 
@@ -127,18 +143,31 @@ def test_generate_streamed_and_not(client):
 
 
 def test_json_schema_format_validates(client):
-    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
-                                               "population": {"type": "integer"},
-                                               "size": {"type": "string", "enum": ["small", "large"]}},
-              "required": ["city", "population", "size"]}
-    r = client.chat(model=CHAT, messages=[{"role": "user", "content": "Describe Paris as JSON."}], format=schema,
-                    options={"temperature": 0, "num_predict": 120})
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 30},
+            "population": {"type": "integer"},
+            "size": {"type": "string", "enum": ["small", "large"]},
+        },
+        "required": ["city", "population", "size"],
+    }
+    r = client.chat(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Describe Paris as JSON."}],
+        format=schema,
+        options={"temperature": 0, "num_predict": 120},
+    )
     jsonschema.validate(json.loads(r.message.content), schema)
 
 
 def test_json_format(client):
-    r = client.generate(model=CHAT, prompt="Give a JSON object with a key 'ok'.", format="json",
-                        options={"temperature": 0, "num_predict": 80})
+    r = client.generate(
+        model=CHAT,
+        prompt="Give a JSON object with a key 'ok'.",
+        format="json",
+        options={"temperature": 0, "num_predict": 80},
+    )
     assert isinstance(json.loads(r.response), (dict, list))
 
 
@@ -189,10 +218,17 @@ def test_pull(client):
     assert err.value.status_code == 404
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"model": 5, "messages": []}',
-                                  b'{"model": "smollm2:135m", "messages": "hi"}',
-                                  b'{"model": "smollm2:135m", "messages": [], "options": {"temperature": "hot"}}',
-                                  b'{"model": "smollm2:135m", "messages": [{"role": "user", "content": "x"}], "format": "xml"}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"model": 5, "messages": []}',
+        b'{"model": "smollm2:135m", "messages": "hi"}',
+        b'{"model": "smollm2:135m", "messages": [], "options": {"temperature": "hot"}}',
+        b'{"model": "smollm2:135m", "messages": [{"role": "user", "content": "x"}], "format": "xml"}',
+    ],
+)
 def test_malformed_body_is_400(stand_in, body):
     r = httpx.post(stand_in[0] + "/api/chat", content=body)
     assert r.status_code == 400 and r.json()["error"]
@@ -222,8 +258,11 @@ def test_concurrent_requests_are_queued_not_dropped(client):
 def test_hang_up_mid_stream_stops_generation(stand_in, client):
     url, server = stand_in
     lock = server.registry.models[CHAT].lock
-    body = {"model": CHAT, "messages": [{"role": "user", "content": "Tell a very long story."}],
-            "options": {"num_predict": 3000}}
+    body = {
+        "model": CHAT,
+        "messages": [{"role": "user", "content": "Tell a very long story."}],
+        "options": {"num_predict": 3000},
+    }
     with httpx.stream("POST", url + "/api/chat", json=body, timeout=30) as r:
         lines = r.iter_lines()
         first = [json.loads(next(lines)) for _ in range(3)]

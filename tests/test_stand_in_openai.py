@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
-from tests.tool_prompts import STATION
+from tests.support.tool_prompts import STATION
 
 USER = [{"role": "user", "content": "Name one colour of the sky."}]
 
@@ -28,8 +28,17 @@ def test_chat_whole_and_streamed_give_the_same_text_and_usage(oa):
     text = whole.choices[0].message.content
     assert text and whole.choices[0].finish_reason in {"stop", "length"} and whole.usage.completion_tokens <= 12
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens > 10
-    chunks = list(oa.chat.completions.create(model=STAND_IN_CHAT_MODEL, messages=USER, max_tokens=12, temperature=0,
-                                             seed=1, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        oa.chat.completions.create(
+            model=STAND_IN_CHAT_MODEL,
+            messages=USER,
+            max_tokens=12,
+            temperature=0,
+            seed=1,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
@@ -44,8 +53,13 @@ def test_same_answer_as_the_ollama_api_with_the_same_options(oa, client):
 
 def test_response_format_json_schema(oa):
     schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 20}}, "required": ["colour"]}
-    r = oa.chat.completions.create(model=STAND_IN_CHAT_MODEL, messages=USER, temperature=0, max_tokens=40,
-                                   response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}})
+    r = oa.chat.completions.create(
+        model=STAND_IN_CHAT_MODEL,
+        messages=USER,
+        temperature=0,
+        max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
+    )
     jsonschema.validate(json.loads(r.choices[0].message.content), schema)
 
 
@@ -56,10 +70,13 @@ def test_tools_call_then_answer(oa):
     declared = {t["function"]["name"]: t["function"]["parameters"] for t in STATION}
     assert r.choices[0].finish_reason == "tool_calls" and call.function.name in declared
     jsonschema.validate(json.loads(call.function.arguments), declared[call.function.name])
-    messages += [r.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": "Station Director: Dr. Maren Ostvold, ext. 201"}]
-    answer = oa.chat.completions.create(model=STAND_IN_CHAT_MODEL, messages=messages, tools=STATION, temperature=0,
-                                        max_tokens=40)
+    messages += [
+        r.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "Station Director: Dr. Maren Ostvold, ext. 201"},
+    ]
+    answer = oa.chat.completions.create(
+        model=STAND_IN_CHAT_MODEL, messages=messages, tools=STATION, temperature=0, max_tokens=40
+    )
     assert answer.choices[0].message.content and not answer.choices[0].message.tool_calls
 
 
@@ -100,8 +117,9 @@ def test_logprobs_on_both_apis(oa, client):
         assert e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob
     g = client.generate(model=STAND_IN_CHAT_MODEL, prompt="Name one colour of the sky.", logprobs=True, options=options)
     assert len(g.logprobs) == g.eval_count and not g.logprobs[0].top_logprobs
-    v1 = oa.chat.completions.create(model=STAND_IN_CHAT_MODEL, messages=USER, logprobs=True, top_logprobs=2,
-                                    max_tokens=4, temperature=0)
+    v1 = oa.chat.completions.create(
+        model=STAND_IN_CHAT_MODEL, messages=USER, logprobs=True, top_logprobs=2, max_tokens=4, temperature=0
+    )
     content = v1.choices[0].logprobs.content
     assert [e.token for e in content] == [e.token for e in r.logprobs] and len(content[0].top_logprobs) == 2
     assert client.chat(model=STAND_IN_CHAT_MODEL, messages=USER, options=options).logprobs is None  # only when asked

@@ -24,8 +24,8 @@ import ollama
 import pytest
 
 from helpers.config import REPO_ROOT
-from helpers.offline.models import GenerationStats, SamplingOptions, TemplateRejectedError
-from helpers.offline.server import Registry, Served, make_server
+from infra.standin.models import GenerationStats, SamplingOptions, TemplateRejectedError
+from infra.standin.server import Registry, Served, make_server
 from tests.conftest import free_port
 
 CHAT = "fake-chat:latest"
@@ -119,11 +119,22 @@ def fake(tmp_path_factory) -> Iterator[tuple[str, object, Record]]:
     folder = tmp_path_factory.mktemp("fake-models")
     (folder / "fake.gguf").write_bytes(b"GGUF" + b"\0" * 100)
     (folder / "fake.onnx").write_bytes(b"\0" * 100)
-    registry = Registry(models=[
-        Served(CHAT, "chat", folder / "fake.gguf", "llama", "1M", "F16", lambda: FakeChat(record), fake_grammar,
-               fake_tool_grammar),
-        Served(EMBED, "embed", folder / "fake.onnx", "bert", "1M", "F16", FakeEmbedder),
-    ])
+    registry = Registry(
+        models=[
+            Served(
+                CHAT,
+                "chat",
+                folder / "fake.gguf",
+                "llama",
+                "1M",
+                "F16",
+                lambda: FakeChat(record),
+                fake_grammar,
+                fake_tool_grammar,
+            ),
+            Served(EMBED, "embed", folder / "fake.onnx", "bert", "1M", "F16", FakeEmbedder),
+        ]
+    )
     server = make_server(free_port(), registry, request_timeout=REQUEST_TIMEOUT_S)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -219,8 +230,12 @@ def test_non_streamed_error_is_a_500_with_json(api):
 
 def test_non_streamed_request_stops_when_the_client_gives_up(fake):
     record = fake[2]
-    body = {"model": CHAT, "messages": [{"role": "user", "content": "SLOW give-up"}], "stream": False,
-            "options": {"num_predict": 2000}}  # 2000 tokens at 20 ms: 40 s if nobody stops it
+    body = {
+        "model": CHAT,
+        "messages": [{"role": "user", "content": "SLOW give-up"}],
+        "stream": False,
+        "options": {"num_predict": 2000},
+    }  # 2000 tokens at 20 ms: 40 s if nobody stops it
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(fake[0] + "/api/chat", json=body, timeout=0.5)
     assert wait_until(lambda: record.running == 0 and chat_lock(fake).waiting == 0, 3), "generation kept running"
@@ -242,9 +257,16 @@ def test_hang_up_mid_stream_stops_generation(fake):
 def ask_in_thread(url: str, content: str, results: dict, timeout: float = 30) -> threading.Thread:
     def run() -> None:
         try:
-            results[content] = httpx.post(url + "/api/chat", timeout=timeout, json={
-                "model": CHAT, "messages": [{"role": "user", "content": content}], "stream": False,
-                "options": {"num_predict": 3}}).status_code
+            results[content] = httpx.post(
+                url + "/api/chat",
+                timeout=timeout,
+                json={
+                    "model": CHAT,
+                    "messages": [{"role": "user", "content": content}],
+                    "stream": False,
+                    "options": {"num_predict": 3},
+                },
+            ).status_code
         except httpx.HTTPError as exc:
             results[content] = type(exc).__name__
 
@@ -276,7 +298,11 @@ def test_queue_serves_requests_in_arrival_order(fake):
 
 def test_a_queued_request_whose_client_gives_up_leaves_the_queue(fake):
     record, lock = fake[2], chat_lock(fake)
-    blocker = {"model": CHAT, "messages": [{"role": "user", "content": "GATE blocker 2"}], "options": {"num_predict": 3}}
+    blocker = {
+        "model": CHAT,
+        "messages": [{"role": "user", "content": "GATE blocker 2"}],
+        "options": {"num_predict": 3},
+    }
     results: dict = {}
     record.gate.clear()
     with httpx.stream("POST", fake[0] + "/api/chat", json=blocker, timeout=30) as r:
@@ -318,8 +344,13 @@ def test_chunked_request_body_is_read(fake):
     assert r.status_code == 200 and r.json()["details"]["format"] == "gguf"
 
 
-@pytest.mark.parametrize("partial", [b"POST /api/chat HTTP/1.1\r\nHost: x\r\n",
-                                     b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"model\""])
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\n",
+        b'POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"model"',
+    ],
+)
 def test_half_sent_request_times_out(fake, partial):
     started = time.monotonic()
     out = raw_exchange(fake[0], partial, wait=REQUEST_TIMEOUT_S + 4)
@@ -329,8 +360,12 @@ def test_half_sent_request_times_out(fake, partial):
 
 @pytest.mark.parametrize("call", ["copy", "create", "push", "delete"])
 def test_unsupported_endpoint_is_json_404_and_the_connection_stays_usable(api, call):
-    calls = {"copy": lambda: api.copy(CHAT, "mine"), "create": lambda: api.create("mine", from_=CHAT),
-             "push": lambda: api.push(CHAT), "delete": lambda: api.delete(CHAT)}
+    calls = {
+        "copy": lambda: api.copy(CHAT, "mine"),
+        "create": lambda: api.create("mine", from_=CHAT),
+        "push": lambda: api.push(CHAT),
+        "delete": lambda: api.delete(CHAT),
+    }
     with pytest.raises(ollama.ResponseError) as err:
         calls[call]()
     assert err.value.status_code == 404 and "WORKSHOP_OFFLINE is not set" in err.value.error
@@ -347,9 +382,17 @@ def test_errors_leave_a_kept_alive_connection_usable(fake):
         assert r.status_code == 200 and len(r.json()["models"]) == 2
 
 
-@pytest.mark.parametrize("method, path, status", [("GET", "/api/chat", 405), ("POST", "/api/tags", 405),
-                                                  ("PUT", "/api/embed", 405), ("DELETE", "/api/delete", 404),
-                                                  ("POST", "/api/nothing", 404), ("POST", "/v1/completions", 404)])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/api/chat", 405),
+        ("POST", "/api/tags", 405),
+        ("PUT", "/api/embed", 405),
+        ("DELETE", "/api/delete", 404),
+        ("POST", "/api/nothing", 404),
+        ("POST", "/v1/completions", 404),
+    ],
+)
 def test_status_codes_are_ollamas_and_bodies_are_json(fake, method, path, status):
     r = httpx.request(method, fake[0] + path, json={"model": CHAT})
     assert r.status_code == status
@@ -359,30 +402,42 @@ def test_status_codes_are_ollamas_and_bodies_are_json(fake, method, path, status
 # ---- request validation, as Ollama's API reference has it --------------------------------------------
 
 
-@pytest.mark.parametrize("body, needle", [
-    ({"model": CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}, "must be a string"),
-    ({"model": CHAT, "messages": USER, "stream": "false"}, "'stream' must be true or false"),
-    ({"model": CHAT, "messages": USER, "options": {"temperature": "hot"}}, "temperature"),
-    ({"model": CHAT, "messages": USER, "format": "xml"}, "format"),
-    ({"model": CHAT, "messages": USER, "think": True}, "does not support thinking"),
-    ({"model": CHAT, "messages": USER, "tools": [{"type": "function"}]}, "tools[0] must be"),
-    ({"model": CHAT, "messages": USER, "tools": [{"function": {"name": "f", "parameters": "x"}}]}, "parameters must be"),
-    ({"model": CHAT, "messages": [{"role": "assistant", "tool_calls": [{"name": "f"}]}]}, "tool_calls must be"),
-    ({"model": CHAT, "messages": USER, "keep_alive": "soon"}, "keep_alive"),
-    ({"model": CHAT, "messages": "hi"}, "messages"),
-    ({"model": 5, "messages": USER}, "model is required"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        (
+            {"model": CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+            "must be a string",
+        ),
+        ({"model": CHAT, "messages": USER, "stream": "false"}, "'stream' must be true or false"),
+        ({"model": CHAT, "messages": USER, "options": {"temperature": "hot"}}, "temperature"),
+        ({"model": CHAT, "messages": USER, "format": "xml"}, "format"),
+        ({"model": CHAT, "messages": USER, "think": True}, "does not support thinking"),
+        ({"model": CHAT, "messages": USER, "tools": [{"type": "function"}]}, "tools[0] must be"),
+        (
+            {"model": CHAT, "messages": USER, "tools": [{"function": {"name": "f", "parameters": "x"}}]},
+            "parameters must be",
+        ),
+        ({"model": CHAT, "messages": [{"role": "assistant", "tool_calls": [{"name": "f"}]}]}, "tool_calls must be"),
+        ({"model": CHAT, "messages": USER, "keep_alive": "soon"}, "keep_alive"),
+        ({"model": CHAT, "messages": "hi"}, "messages"),
+        ({"model": 5, "messages": USER}, "model is required"),
+    ],
+)
 def test_chat_rejects_what_ollama_rejects(fake, body, needle):
     r = httpx.post(fake[0] + "/api/chat", json=body)
     assert r.status_code == 400 and needle in r.json()["error"]
 
 
-@pytest.mark.parametrize("body, needle", [
-    ({"model": CHAT, "prompt": "hi", "raw": True, "system": "be brief"}, "raw mode does not support"),
-    ({"model": CHAT, "prompt": "def f(", "suffix": "return 1"}, "does not support insert"),
-    ({"model": CHAT, "prompt": "hi", "stream": "false"}, "'stream' must be true or false"),
-    ({"model": CHAT, "prompt": ["hi"]}, "'prompt' must be a string"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"model": CHAT, "prompt": "hi", "raw": True, "system": "be brief"}, "raw mode does not support"),
+        ({"model": CHAT, "prompt": "def f(", "suffix": "return 1"}, "does not support insert"),
+        ({"model": CHAT, "prompt": "hi", "stream": "false"}, "'stream' must be true or false"),
+        ({"model": CHAT, "prompt": ["hi"]}, "'prompt' must be a string"),
+    ],
+)
 def test_generate_rejects_what_ollama_rejects(fake, body, needle):
     r = httpx.post(fake[0] + "/api/generate", json=body)
     assert r.status_code == 400 and needle in r.json()["error"]
@@ -438,9 +493,17 @@ def test_embed_and_legacy_embeddings(api):
 
 # ---- tools and the OpenAI-compatible API (the fake model calls the first tool it may call) ------------------
 
-TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "look a thing up", "parameters": {
-    "type": "object", "properties": {}}}},
-         {"type": "function", "function": {"name": "other", "parameters": {"type": "object", "properties": {}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "look a thing up",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    },
+    {"type": "function", "function": {"name": "other", "parameters": {"type": "object", "properties": {}}}},
+]
 
 
 def test_a_user_turn_with_tools_gets_a_tool_call_streamed_and_whole(api):
@@ -479,8 +542,11 @@ def test_v1_chat_whole_and_streamed(fake):
     assert r.object == "chat.completion" and r.choices[0].message.content == "w0 w1 w2 "
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 3
     assert r.usage.total_tokens == r.usage.prompt_tokens + 3
-    chunks = list(oa.chat.completions.create(model=CHAT, messages=USER, max_tokens=3, stream=True,
-                                             stream_options={"include_usage": True}))
+    chunks = list(
+        oa.chat.completions.create(
+            model=CHAT, messages=USER, max_tokens=3, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "w0 w1 w2 "
     assert chunks[-2].choices[0].finish_reason == "length" and chunks[-1].choices == []
@@ -493,17 +559,22 @@ def test_v1_tool_choice_decides_between_a_call_and_text(fake):
     call = r.choices[0].message.tool_calls[0]
     assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "lookup" and call.type == "function"
     assert json.loads(call.function.arguments) == {} and call.id.startswith("call_")
-    named = oa.chat.completions.create(model=CHAT, messages=USER, tools=TOOLS,
-                                       tool_choice={"type": "function", "function": {"name": "other"}})
+    named = oa.chat.completions.create(
+        model=CHAT, messages=USER, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "other"}}
+    )
     assert named.choices[0].message.tool_calls[0].function.name == "other"
     text = oa.chat.completions.create(model=CHAT, messages=USER, tools=TOOLS, tool_choice="none", max_tokens=2)
     assert text.choices[0].message.content == "w0 w1 " and not text.choices[0].message.tool_calls
-    back = [*USER, r.choices[0].message.model_dump(exclude_none=True),
-            {"role": "tool", "tool_call_id": call.id, "content": "RESULT-7"}]
+    back = [
+        *USER,
+        r.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "RESULT-7"},
+    ]
     answer = oa.chat.completions.create(model=CHAT, messages=back, tools=TOOLS, max_tokens=2)
     assert answer.choices[0].message.content == "w0 w1 " and "lookup returned:\nRESULT-7" in fake[2].served[-1]
-    streamed = list(oa.chat.completions.create(model=CHAT, messages=USER, tools=TOOLS, tool_choice="required",
-                                               stream=True))
+    streamed = list(
+        oa.chat.completions.create(model=CHAT, messages=USER, tools=TOOLS, tool_choice="required", stream=True)
+    )
     calls = [c for ch in streamed if ch.choices for c in ch.choices[0].delta.tool_calls or []]
     assert [c.function.name for c in calls] == ["lookup"] and streamed[-1].choices[0].finish_reason == "tool_calls"
 
@@ -516,12 +587,17 @@ def test_v1_errors_are_openai_shaped(fake):
         oa.chat.completions.create(model="gpt-4o", messages=USER)
     assert err.value.status_code == 404 and err.value.type == "not_found_error" and CHAT in err.value.message
     with pytest.raises(openai.BadRequestError) as err:
-        oa.chat.completions.create(model=CHAT, messages=USER, tools=TOOLS, tool_choice={"type": "function",
-                                                                                        "function": {"name": "nope"}})
+        oa.chat.completions.create(
+            model=CHAT, messages=USER, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}
+        )
     assert err.value.type == "invalid_request_error" and "'nope'" in err.value.message
     with pytest.raises(openai.BadRequestError):
-        oa.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+        oa.chat.completions.create(
+            model=CHAT,
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
+            ],
+        )
     with pytest.raises(openai.APIError) as err:  # a failure after the stream started: an error event
         list(oa.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "FAIL"}], stream=True))
     assert "broke down" in str(err.value)

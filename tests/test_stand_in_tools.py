@@ -2,7 +2,7 @@
 
 Asserted: every call parses into the client's types, names a declared tool and has arguments valid against
 that tool's JSON schema (the grammar guarantees it). Which tool the 135M model picks is measured, not asserted
-(python -m tests.bench.agent prints it).
+(python -m bench.agent prints it).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import ollama
 import pytest
 
 from helpers.config import STAND_IN_CHAT_MODEL
-from tests.tool_prompts import PROMPTS, STATION
+from tests.support.tool_prompts import PROMPTS, STATION
 
 OPTIONS = {"temperature": 0, "seed": 1}
 
@@ -22,8 +22,12 @@ def calls(client) -> list[tuple[str, list[dict], str, ollama.ChatResponse]]:
     """Each prompt of tests/tool_prompts.py asked once (streamed for every third one)."""
     out = []
     for i, (prompt, tools, expected) in enumerate(PROMPTS):
-        request = {"model": STAND_IN_CHAT_MODEL, "messages": [{"role": "user", "content": prompt}],
-                   "tools": tools, "options": OPTIONS}
+        request = {
+            "model": STAND_IN_CHAT_MODEL,
+            "messages": [{"role": "user", "content": prompt}],
+            "tools": tools,
+            "options": OPTIONS,
+        }
         if i % 3 == 2:
             parts = list(client.chat(**request, stream=True))
             assert parts[-1].done and not any(p.done for p in parts[:-1])
@@ -61,29 +65,52 @@ def test_python_functions_become_tools(client):
         """
         return role
 
-    r = client.chat(model=STAND_IN_CHAT_MODEL, messages=[{"role": "user", "content": "Who is the Head Chef?"}],
-                    tools=[contact_by_role], options=OPTIONS)
+    r = client.chat(
+        model=STAND_IN_CHAT_MODEL,
+        messages=[{"role": "user", "content": "Who is the Head Chef?"}],
+        tools=[contact_by_role],
+        options=OPTIONS,
+    )
     (call,) = r.message.tool_calls
     assert call.function.name == "contact_by_role" and isinstance(call.function.arguments["role"], str)
     assert contact_by_role(**call.function.arguments) == call.function.arguments["role"]
 
 
 def test_a_tool_result_is_answered_in_plain_text(client):
-    messages = [{"role": "user", "content": "Who is the Station Director?"},
-                {"role": "assistant", "content": "",
-                 "tool_calls": [{"function": {"name": "contact_by_role", "arguments": {"role": "Station Director"}}}]},
-                {"role": "tool", "tool_name": "contact_by_role",
-                 "content": "Station Director: Dr. Maren Ostvold, Aurora Hall, room AH-14, ext. 201"}]
+    messages = [
+        {"role": "user", "content": "Who is the Station Director?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "contact_by_role", "arguments": {"role": "Station Director"}}}],
+        },
+        {
+            "role": "tool",
+            "tool_name": "contact_by_role",
+            "content": "Station Director: Dr. Maren Ostvold, Aurora Hall, room AH-14, ext. 201",
+        },
+    ]
     r = client.chat(model=STAND_IN_CHAT_MODEL, messages=messages, tools=STATION, options={**OPTIONS, "num_predict": 60})
     assert not r.message.tool_calls and r.message.content.strip() and r.done
-    parts = list(client.chat(model=STAND_IN_CHAT_MODEL, messages=messages, tools=STATION, stream=True,
-                             options={**OPTIONS, "num_predict": 60}))
+    parts = list(
+        client.chat(
+            model=STAND_IN_CHAT_MODEL,
+            messages=messages,
+            tools=STATION,
+            stream=True,
+            options={**OPTIONS, "num_predict": 60},
+        )
+    )
     assert "".join(p.message.content for p in parts) == r.message.content  # same text streamed
 
 
 def test_a_tool_schema_the_grammar_cannot_build_is_a_400(client):
-    bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
-        "x": {"type": "strange"}}}}}]
+    bad = [
+        {
+            "type": "function",
+            "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "strange"}}}},
+        }
+    ]
     with pytest.raises(ollama.ResponseError) as err:
         client.chat(model=STAND_IN_CHAT_MODEL, messages=[{"role": "user", "content": "hi"}], tools=bad)
     assert err.value.status_code == 400 and "schema" in err.value.error

@@ -43,7 +43,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from helpers.config import REPO_ROOT, STAND_IN_CHAT_MODEL
-from helpers.offline.models import (
+from infra.standin.models import (
     EMBED_DIM,
     EMBED_MAX_TOKENS,
     STAND_IN_NUM_PREDICT,
@@ -153,8 +153,10 @@ class Served:
             start = time.perf_counter_ns()
             self.instance = self.loader()
             self.load_ns = time.perf_counter_ns() - start
-            self.info = {"template": getattr(self.instance, "template", ""),
-                         "metadata": dict(getattr(self.instance, "metadata", {}) or {})}
+            self.info = {
+                "template": getattr(self.instance, "template", ""),
+                "metadata": dict(getattr(self.instance, "metadata", {}) or {}),
+            }
             log.info("loaded %s in %.2f s", self.name, self.load_ns / 1e9)
             return self.instance, self.load_ns
 
@@ -176,38 +178,64 @@ class Served:
     def details(self) -> dict:
         """Ollama's `details` object."""
         fmt = "gguf" if self.path.suffix == ".gguf" else "onnx"
-        return {"parent_model": "", "format": fmt, "family": self.family, "families": [self.family],
-                "parameter_size": self.parameter_size, "quantization_level": self.quantization}
+        return {
+            "parent_model": "",
+            "format": fmt,
+            "family": self.family,
+            "families": [self.family],
+            "parameter_size": self.parameter_size,
+            "quantization_level": self.quantization,
+        }
 
     def listing(self) -> dict:
         """One entry of /api/tags."""
         stat = self.path.stat()
         modified = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat()
-        return {"name": self.name, "model": self.name, "modified_at": modified, "size": stat.st_size,
-                "digest": hashlib.sha256(f"{self.name}:{stat.st_size}".encode()).hexdigest(), "details": self.details(),
-                "capabilities": self.capabilities}
+        return {
+            "name": self.name,
+            "model": self.name,
+            "modified_at": modified,
+            "size": stat.st_size,
+            "digest": hashlib.sha256(f"{self.name}:{stat.st_size}".encode()).hexdigest(),
+            "details": self.details(),
+            "capabilities": self.capabilities,
+        }
 
 
 def default_models(chat_gguf: str | None = None, chat_name: str | None = None) -> list[Served]:
     """SmolLM2-135M (or the GGUF file given) and all-MiniLM-L6-v2, from their pip packages."""
-    from helpers.offline.models import ChatModel, Embedder, minilm_onnx, smollm2_gguf
+    from infra.standin.models import ChatModel, Embedder, minilm_onnx, smollm2_gguf
 
     gguf = Path(chat_gguf) if chat_gguf else smollm2_gguf()
     name = chat_name or (STAND_IN_CHAT_MODEL if not chat_gguf else canonical(gguf.stem.lower()))
     return [
-        Served(name=canonical(name), kind="chat", path=gguf, family="llama",
-               parameter_size="135M" if not chat_gguf else "unknown",
-               quantization="Q4_1" if not chat_gguf else "unknown", loader=lambda: ChatModel(gguf)),
-        Served(name=EMBED_NAME, kind="embed", path=minilm_onnx(), family="bert", parameter_size="23M",
-               quantization="int8", loader=Embedder),
+        Served(
+            name=canonical(name),
+            kind="chat",
+            path=gguf,
+            family="llama",
+            parameter_size="135M" if not chat_gguf else "unknown",
+            quantization="Q4_1" if not chat_gguf else "unknown",
+            loader=lambda: ChatModel(gguf),
+        ),
+        Served(
+            name=EMBED_NAME,
+            kind="embed",
+            path=minilm_onnx(),
+            family="bert",
+            parameter_size="23M",
+            quantization="int8",
+            loader=Embedder,
+        ),
     ]
 
 
 class Registry:
     """The models served, by canonical name."""
 
-    def __init__(self, chat_gguf: str | None = None, chat_name: str | None = None,
-                 models: list[Served] | None = None) -> None:
+    def __init__(
+        self, chat_gguf: str | None = None, chat_name: str | None = None, models: list[Served] | None = None
+    ) -> None:
         served = models if models is not None else default_models(chat_gguf, chat_name)
         self.models: dict[str, Served] = {m.name: m for m in served}
 
@@ -218,12 +246,15 @@ class Registry:
         served = self.models.get(canonical(name))
         if served is None:
             names = ", ".join(self.models)
-            raise ApiError(404, f"model '{name}' not found: the workshop's offline server serves only {names}. "
-                                f"Set CHAT_MODEL / EMBED_MODEL to one of those, or {USE_REAL_OLLAMA.format(name=name)}.")
+            raise ApiError(
+                404,
+                f"model '{name}' not found: the workshop's offline server serves only {names}. "
+                f"Set CHAT_MODEL / EMBED_MODEL to one of those, or {USE_REAL_OLLAMA.format(name=name)}.",
+            )
         if kind == "chat" and served.kind != "chat":
-            raise ApiError(400, f"\"{served.name}\" does not support chat or generate (it is an embedding model)")
+            raise ApiError(400, f'"{served.name}" does not support chat or generate (it is an embedding model)')
         if kind == "embed" and served.kind != "embed":
-            raise ApiError(400, f"\"{served.name}\" does not support embeddings; use {EMBED_NAME}")
+            raise ApiError(400, f'"{served.name}" does not support embeddings; use {EMBED_NAME}')
         return served
 
 
@@ -249,38 +280,57 @@ def keep_alive_seconds(body: dict) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ApiError(400, f"'keep_alive' must be a number of seconds or a duration such as \"5m\", got {json.dumps(value)}")
+        raise ApiError(
+            400, f"'keep_alive' must be a number of seconds or a duration such as \"5m\", got {json.dumps(value)}"
+        )
     if not isinstance(value, str):
         return float(value)
     text = value.strip()
     if text in {"0", "+0", "-0"}:
         return 0.0
     if not DURATION.match(text):
-        raise ApiError(400, f"'keep_alive' {value!r} is not a duration: use seconds (a number) or e.g. \"5m\", \"1h\", \"0\"")
+        raise ApiError(
+            400, f'\'keep_alive\' {value!r} is not a duration: use seconds (a number) or e.g. "5m", "1h", "0"'
+        )
     units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
     sign = -1 if text.startswith("-") else 1
-    return sign * sum(float(n) * units[u] for n, _, _, u in re.findall(r"((\d+(\.\d*)?|\.\d+))(ns|us|µs|ms|s|m|h)", text))
+    return sign * sum(
+        float(n) * units[u] for n, _, _, u in re.findall(r"((\d+(\.\d*)?|\.\d+))(ns|us|µs|ms|s|m|h)", text)
+    )
 
 
 def check_messages(messages: object, model: str) -> list[dict]:
     """Ollama's `messages`: a list of {role, content, ...} objects with text content."""
     if not isinstance(messages, list):
-        raise ApiError(400, "'messages' must be a list of {\"role\": ..., \"content\": ...} objects")
+        raise ApiError(400, '\'messages\' must be a list of {"role": ..., "content": ...} objects')
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ApiError(400, f"messages[{i}] must be an object with a string 'role'")
         content = m.get("content")
         if content is not None and not isinstance(content, str):
-            raise ApiError(400, f"messages[{i}].content must be a string, got {type(content).__name__}: Ollama's API "
-                                "takes the text as one string (pictures go in 'images'), not a list of parts")
+            raise ApiError(
+                400,
+                f"messages[{i}].content must be a string, got {type(content).__name__}: Ollama's API "
+                "takes the text as one string (pictures go in 'images'), not a list of parts",
+            )
         if m.get("images"):
-            raise ApiError(400, f"\"{model}\" does not support vision (messages[{i}] has images)")
+            raise ApiError(400, f'"{model}" does not support vision (messages[{i}] has images)')
         calls = m.get("tool_calls")
-        if calls is not None and (not isinstance(calls, list) or not all(
-                isinstance(c, dict) and isinstance(c.get("function"), dict) and isinstance(c["function"].get("name"), str)
-                and isinstance(c["function"].get("arguments", {}), dict) for c in calls)):
-            raise ApiError(400, f"messages[{i}].tool_calls must be a list of "
-                                "{\"function\": {\"name\": ..., \"arguments\": {...}}} objects")
+        if calls is not None and (
+            not isinstance(calls, list)
+            or not all(
+                isinstance(c, dict)
+                and isinstance(c.get("function"), dict)
+                and isinstance(c["function"].get("name"), str)
+                and isinstance(c["function"].get("arguments", {}), dict)
+                for c in calls
+            )
+        ):
+            raise ApiError(
+                400,
+                f"messages[{i}].tool_calls must be a list of "
+                '{"function": {"name": ..., "arguments": {...}}} objects',
+            )
     return messages
 
 
@@ -293,10 +343,17 @@ def check_tools(tools: object) -> list[dict]:
     names = []
     for i, t in enumerate(tools):
         f = t.get("function") if isinstance(t, dict) else None
-        if (not isinstance(f, dict) or t.get("type", "function") != "function"
-                or not isinstance(f.get("name"), str) or not f["name"].strip()):
-            raise ApiError(400, f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ..., "
-                                "\"description\": ..., \"parameters\": {JSON schema}}}}")
+        if (
+            not isinstance(f, dict)
+            or t.get("type", "function") != "function"
+            or not isinstance(f.get("name"), str)
+            or not f["name"].strip()
+        ):
+            raise ApiError(
+                400,
+                f'tools[{i}] must be {{"type": "function", "function": {{"name": ..., '
+                '"description": ..., "parameters": {JSON schema}}}}',
+            )
         if f.get("parameters") is not None and not isinstance(f["parameters"], dict):
             raise ApiError(400, f"tools[{i}].function.parameters must be a JSON schema object")
         if f["name"] in names:
@@ -313,7 +370,8 @@ def check_tools(tools: object) -> list[dict]:
 #   (an answer that uses the results) when it is.
 TOOLS_PROMPT = (
     "You can call these tools (each line: a tool's name, what it does, the JSON schema of its arguments):\n{tools}\n"
-    "Reply with one JSON object naming the tool to call and its arguments: {{\"name\": ..., \"arguments\": {{...}}}}.")
+    'Reply with one JSON object naming the tool to call and its arguments: {{"name": ..., "arguments": {{...}}}}.'
+)
 
 
 def call_tools(messages: list[dict], tools: list[dict], choice: object = "auto") -> list[dict]:
@@ -339,8 +397,10 @@ def template_messages(messages: list[dict], tools: list[dict]) -> list[dict]:
         if role == "user":
             question = content
         if role == "assistant" and m.get("tool_calls"):
-            calls = [f"Calling {c['function']['name']} with {json.dumps(c['function'].get('arguments') or {})}."
-                     for c in m["tool_calls"]]
+            calls = [
+                f"Calling {c['function']['name']} with {json.dumps(c['function'].get('arguments') or {})}."
+                for c in m["tool_calls"]
+            ]
             content = "\n".join(([content] if content else []) + calls)
         if role == "tool":  # SmolLM2's template knows system/user/assistant: a result reads as a user turn
             result = f"{m.get('tool_name') or 'The tool'} returned:\n{content}"
@@ -352,8 +412,16 @@ def template_messages(messages: list[dict], tools: list[dict]) -> list[dict]:
             continue
         out.append({"role": role, "content": content})
     if tools:
-        lines = "\n".join(json.dumps({"name": t["function"]["name"], "description": t["function"].get("description", ""),
-                                      "parameters": t["function"].get("parameters") or {}}) for t in tools)
+        lines = "\n".join(
+            json.dumps(
+                {
+                    "name": t["function"]["name"],
+                    "description": t["function"].get("description", ""),
+                    "parameters": t["function"].get("parameters") or {},
+                }
+            )
+            for t in tools
+        )
         prompt = TOOLS_PROMPT.format(tools=lines)
         if out and out[0]["role"] == "system":
             out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{prompt}"}
@@ -370,8 +438,11 @@ def tool_call_message(text: str) -> dict:
     except (ValueError, KeyError, TypeError):  # num_predict ended it before the JSON closed
         return {"role": "assistant", "content": text}
     call_id = "call_" + hashlib.sha256(f"{time.time_ns()}{text}".encode()).hexdigest()[:8]
-    return {"role": "assistant", "content": "",
-            "tool_calls": [{"id": call_id, "function": {"index": 0, "name": name, "arguments": arguments}}]}
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"id": call_id, "function": {"index": 0, "name": name, "arguments": arguments}}],
+    }
 
 
 def common_fields(registry: Registry, body: dict) -> tuple[Served, SamplingOptions, object, bool, float | None]:
@@ -379,9 +450,9 @@ def common_fields(registry: Registry, body: dict) -> tuple[Served, SamplingOptio
     m = registry.find(body.get("model"), "chat")
     stream = field_of(body, "stream", (bool,), "true or false (a JSON boolean)", True)
     keep_alive = keep_alive_seconds(body)
-    think = field_of(body, "think", (bool, str), "true, false or \"high\"/\"medium\"/\"low\"", False)
+    think = field_of(body, "think", (bool, str), 'true, false or "high"/"medium"/"low"', False)
     if think:
-        raise ApiError(400, f"\"{m.name}\" does not support thinking")
+        raise ApiError(400, f'"{m.name}" does not support thinking')
     top = field_of(body, "top_logprobs", (int,), "an integer", 0)
     if not 0 <= top <= 20:
         raise ApiError(400, "top_logprobs must be between 0 and 20")
@@ -454,8 +525,9 @@ class Job:
             self._get = None
 
 
-def queued(served: Served, keep_alive: float | None,
-           body: Callable[[object, int, threading.Event], Iterator[dict]]) -> Callable[[threading.Event], Iterator[dict]]:
+def queued(
+    served: Served, keep_alive: float | None, body: Callable[[object, int, threading.Event], Iterator[dict]]
+) -> Callable[[threading.Event], Iterator[dict]]:
     """Work that waits its turn for the model, loads it, runs body(model, load_ns, cancelled), honours keep_alive 0."""
 
     def work(cancelled: threading.Event) -> Iterator[dict]:
@@ -493,9 +565,15 @@ def ndjson_error(message: str) -> bytes:
     return ndjson({"error": message})
 
 
-async def answer(request: Request, job: Job, stream: bool, merge: Callable[[list[dict]], dict],
-                 encode: Callable[[dict], bytes] = ndjson, error_line: Callable[[str], bytes] = ndjson_error,
-                 media_type: str = "application/x-ndjson") -> Response:
+async def answer(
+    request: Request,
+    job: Job,
+    stream: bool,
+    merge: Callable[[list[dict]], dict],
+    encode: Callable[[dict], bytes] = ndjson,
+    error_line: Callable[[str], bytes] = ndjson_error,
+    media_type: str = "application/x-ndjson",
+) -> Response:
     """Pull the first line, then stream (errors as NDJSON lines) or answer one JSON object merged from all.
 
     encode, error_line and media_type make the stream another API's (the OpenAI-compatible one's SSE).
@@ -547,8 +625,11 @@ async def read_body(request: Request) -> dict:
     try:
         raw = await asyncio.wait_for(request.body(), request.app.state.request_timeout)
     except TimeoutError as exc:
-        raise ApiError(408, f"the request body did not arrive within {request.app.state.request_timeout:g} s",
-                       headers={"Connection": "close"}) from exc
+        raise ApiError(
+            408,
+            f"the request body did not arrive within {request.app.state.request_timeout:g} s",
+            headers={"Connection": "close"},
+        ) from exc
     if not raw.strip():
         raise ApiError(400, "missing request body")
     try:
@@ -571,9 +652,17 @@ async def root(request: Request) -> Response:
 
 async def version(request: Request) -> Response:
     """Ollama's version, and who this is: the workshop's stand-in, its pid, checkout, models and port."""
-    return JSONResponse({"version": STAND_IN_VERSION, "workshop_stand_in": True, "pid": os.getpid(),
-                         "checkout": str(REPO_ROOT), "port": request.scope["server"][1],
-                         "models": list(registry_of(request).models), "num_predict_default": STAND_IN_NUM_PREDICT})
+    return JSONResponse(
+        {
+            "version": STAND_IN_VERSION,
+            "workshop_stand_in": True,
+            "pid": os.getpid(),
+            "checkout": str(REPO_ROOT),
+            "port": request.scope["server"][1],
+            "models": list(registry_of(request).models),
+            "num_predict_default": STAND_IN_NUM_PREDICT,
+        }
+    )
 
 
 async def tags(request: Request) -> Response:
@@ -582,9 +671,19 @@ async def tags(request: Request) -> Response:
 
 async def ps(request: Request) -> Response:
     loaded = [m for m in registry_of(request).models.values() if m.instance is not None]
-    return JSONResponse({"models": [{**m.listing(), "expires_at": "2099-01-01T00:00:00Z", "size_vram": 0,
-                                     "context_length": SamplingOptions().num_ctx if m.kind == "chat" else EMBED_MAX_TOKENS}
-                                    for m in loaded]})
+    return JSONResponse(
+        {
+            "models": [
+                {
+                    **m.listing(),
+                    "expires_at": "2099-01-01T00:00:00Z",
+                    "size_vram": 0,
+                    "context_length": SamplingOptions().num_ctx if m.kind == "chat" else EMBED_MAX_TOKENS,
+                }
+                for m in loaded
+            ]
+        }
+    )
 
 
 async def show(request: Request) -> Response:
@@ -594,17 +693,30 @@ async def show(request: Request) -> Response:
         await asyncio.to_thread(m.get)
     if m.kind == "chat":
         meta = m.info.get("metadata", {})
-        info = {"general.architecture": "llama", "llama.context_length": int(meta.get("llama.context_length", 0)),
-                "llama.embedding_length": int(meta.get("llama.embedding_length", 0))}
+        info = {
+            "general.architecture": "llama",
+            "llama.context_length": int(meta.get("llama.context_length", 0)),
+            "llama.embedding_length": int(meta.get("llama.embedding_length", 0)),
+        }
         template = m.info.get("template", "")
     else:
-        info = {"general.architecture": "bert", "bert.context_length": EMBED_MAX_TOKENS,
-                "bert.embedding_length": EMBED_DIM}
+        info = {
+            "general.architecture": "bert",
+            "bert.context_length": EMBED_MAX_TOKENS,
+            "bert.embedding_length": EMBED_DIM,
+        }
         template = ""
-    return JSONResponse({
-        "modelfile": f"# served by the workshop's offline server\nFROM {m.path}\n",
-        "parameters": "", "template": template, "details": m.details(), "model_info": info,
-        "capabilities": m.capabilities, "modified_at": m.listing()["modified_at"]})
+    return JSONResponse(
+        {
+            "modelfile": f"# served by the workshop's offline server\nFROM {m.path}\n",
+            "parameters": "",
+            "template": template,
+            "details": m.details(),
+            "model_info": info,
+            "capabilities": m.capabilities,
+            "modified_at": m.listing()["modified_at"],
+        }
+    )
 
 
 async def pull(request: Request) -> Response:
@@ -618,15 +730,27 @@ async def pull(request: Request) -> Response:
 
 def final_fields(stats: GenerationStats, load_ns: int, started_ns: int) -> dict:
     """The metric fields of a final Ollama response (durations in nanoseconds)."""
-    return {"done_reason": stats.done_reason, "done": True, "total_duration": time.perf_counter_ns() - started_ns,
-            "load_duration": load_ns, "prompt_eval_count": stats.prompt_eval_count,
-            "prompt_eval_duration": stats.prompt_eval_duration, "eval_count": stats.eval_count,
-            "eval_duration": stats.eval_duration}
+    return {
+        "done_reason": stats.done_reason,
+        "done": True,
+        "total_duration": time.perf_counter_ns() - started_ns,
+        "load_duration": load_ns,
+        "prompt_eval_count": stats.prompt_eval_count,
+        "prompt_eval_duration": stats.prompt_eval_duration,
+        "eval_count": stats.eval_count,
+        "eval_duration": stats.eval_duration,
+    }
 
 
-def generation_job(m: Served, opts: SamplingOptions, grammar: object, keep_alive: float | None,
-                   make_prompt: Callable[[object], str], shape: Callable[[str], dict],
-                   finish: Callable[[str], dict] | None = None) -> Job:
+def generation_job(
+    m: Served,
+    opts: SamplingOptions,
+    grammar: object,
+    keep_alive: float | None,
+    make_prompt: Callable[[object], str],
+    shape: Callable[[str], dict],
+    finish: Callable[[str], dict] | None = None,
+) -> Job:
     """Queue for the model and generate in a worker thread: Ollama's lines, the last one with the metrics.
 
     With `finish` (a constrained tool call), the pieces are collected, not streamed, and finish(text) is the one line
@@ -659,15 +783,29 @@ def generation_job(m: Served, opts: SamplingOptions, grammar: object, keep_alive
             pieces.close()
         if finish is not None:
             yield {"model": m.name, "created_at": now_iso(), **finish("".join(collected)), **logprobs(), "done": False}
-        yield {"model": m.name, "created_at": now_iso(), **shape(""), **logprobs(),
-               **final_fields(stats, load_ns, started)}
+        yield {
+            "model": m.name,
+            "created_at": now_iso(),
+            **shape(""),
+            **logprobs(),
+            **final_fields(stats, load_ns, started),
+        }
 
     return Job(queued(m, keep_alive, body))
 
 
-async def generation(request: Request, m: Served, opts: SamplingOptions, grammar: object, stream: bool,
-                     keep_alive: float | None, make_prompt: Callable[[object], str], shape: Callable[[str], dict],
-                     text_of: Callable[[dict], str], finish: Callable[[str], dict] | None = None) -> Response:
+async def generation(
+    request: Request,
+    m: Served,
+    opts: SamplingOptions,
+    grammar: object,
+    stream: bool,
+    keep_alive: float | None,
+    make_prompt: Callable[[object], str],
+    shape: Callable[[str], dict],
+    text_of: Callable[[dict], str],
+    finish: Callable[[str], dict] | None = None,
+) -> Response:
     """Queue for the model, generate in a worker thread, answer streamed or whole."""
 
     def merge(lines: list[dict]) -> dict:
@@ -680,7 +818,9 @@ async def generation(request: Request, m: Served, opts: SamplingOptions, grammar
             merged["logprobs"] = entries
         return merged
 
-    return await answer(request, generation_job(m, opts, grammar, keep_alive, make_prompt, shape, finish), stream, merge)
+    return await answer(
+        request, generation_job(m, opts, grammar, keep_alive, make_prompt, shape, finish), stream, merge
+    )
 
 
 def chat_plan(registry: Registry, body: dict, choice: object = "auto") -> dict:
@@ -695,10 +835,17 @@ def chat_plan(registry: Registry, body: dict, choice: object = "auto") -> dict:
         except ValueError as exc:
             raise ApiError(400, str(exc)) from exc
     prompt_messages = template_messages(messages, calls)
-    return {"m": m, "opts": opts, "grammar": grammar, "stream": stream, "keep_alive": keep_alive,
-            "messages": messages, "make_prompt": lambda model: model.chat_prompt(prompt_messages, opts.num_ctx),
-            "shape": lambda piece: {"message": {"role": "assistant", "content": piece}},
-            "finish": (lambda text: {"message": tool_call_message(text)}) if calls else None}
+    return {
+        "m": m,
+        "opts": opts,
+        "grammar": grammar,
+        "stream": stream,
+        "keep_alive": keep_alive,
+        "messages": messages,
+        "make_prompt": lambda model: model.chat_prompt(prompt_messages, opts.num_ctx),
+        "shape": lambda piece: {"message": {"role": "assistant", "content": piece}},
+        "finish": (lambda text: {"message": tool_call_message(text)}) if calls else None,
+    }
 
 
 async def load_only(request: Request, m: Served, keep_alive: float | None, shape: dict) -> Response:
@@ -730,8 +877,18 @@ async def chat(request: Request) -> Response:
     p = chat_plan(registry_of(request), body)
     if not p["messages"]:  # Ollama loads (or, with keep_alive 0, unloads) the model and answers an empty message
         return await load_only(request, p["m"], p["keep_alive"], {"message": {"role": "assistant", "content": ""}})
-    return await generation(request, p["m"], p["opts"], p["grammar"], p["stream"], p["keep_alive"], p["make_prompt"],
-                            p["shape"], lambda line: line["message"]["content"], p["finish"])
+    return await generation(
+        request,
+        p["m"],
+        p["opts"],
+        p["grammar"],
+        p["stream"],
+        p["keep_alive"],
+        p["make_prompt"],
+        p["shape"],
+        lambda line: line["message"]["content"],
+        p["finish"],
+    )
 
 
 async def generate(request: Request) -> Response:
@@ -745,12 +902,15 @@ async def generate(request: Request) -> Response:
     if raw and (template or system or context):
         raise ApiError(400, "raw mode does not support template, system, or context")
     if field_of(body, "suffix", (str,), "a string", ""):
-        raise ApiError(400, f"\"{m.name}\" does not support insert")
+        raise ApiError(400, f'"{m.name}" does not support insert')
     if field_of(body, "images", (list,), "a list of base64 images", []):
-        raise ApiError(400, f"\"{m.name}\" does not support vision")
+        raise ApiError(400, f'"{m.name}" does not support vision')
     if template:
-        raise ApiError(400, "the workshop's offline server does not take a 'template' override; "
-                            "it formats prompts with the model's own chat template (or send raw=true)")
+        raise ApiError(
+            400,
+            "the workshop's offline server does not take a 'template' override; "
+            "it formats prompts with the model's own chat template (or send raw=true)",
+        )
     if not prompt:
         return await load_only(request, m, keep_alive, {"response": ""})
 
@@ -760,8 +920,17 @@ async def generate(request: Request) -> Response:
         msgs = [{"role": "system", "content": system}] if system else []
         return model.chat_prompt(msgs + [{"role": "user", "content": prompt}], opts.num_ctx)
 
-    return await generation(request, m, opts, grammar, stream, keep_alive, make_prompt,
-                            lambda piece: {"response": piece}, lambda line: line["response"])
+    return await generation(
+        request,
+        m,
+        opts,
+        grammar,
+        stream,
+        keep_alive,
+        make_prompt,
+        lambda piece: {"response": piece},
+        lambda line: line["response"],
+    )
 
 
 def embed_inputs(body: dict, key: str) -> list[str]:
@@ -773,16 +942,20 @@ def embed_inputs(body: dict, key: str) -> list[str]:
     return items
 
 
-async def vectors(request: Request, m: Served, texts: list[str], truncate: bool,
-                  keep_alive: float | None) -> tuple[list[list[float]], int, int]:
+async def vectors(
+    request: Request, m: Served, texts: list[str], truncate: bool, keep_alive: float | None
+) -> tuple[list[list[float]], int, int]:
     """Embed texts in the model's queue: (vectors, tokens, load_ns)."""
 
     def body(model: object, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
         if not truncate:
             too_long = [i for i, n in enumerate(model.count_tokens(texts)) if n > EMBED_MAX_TOKENS]
             if too_long:
-                raise ApiError(400, f"input {too_long[0]} exceeds the model's context length "
-                                    f"({EMBED_MAX_TOKENS} tokens); send shorter text or truncate=true")
+                raise ApiError(
+                    400,
+                    f"input {too_long[0]} exceeds the model's context length "
+                    f"({EMBED_MAX_TOKENS} tokens); send shorter text or truncate=true",
+                )
         vecs, n_tokens = model.embed(texts) if texts else ([], 0)
         yield {"vectors": [[float(x) for x in v] for v in vecs], "tokens": n_tokens, "load_ns": load_ns}
 
@@ -804,8 +977,15 @@ async def embed(request: Request) -> Response:
     if dims not in (None, EMBED_DIM):
         raise ApiError(400, f"{m.name} makes {EMBED_DIM}-d vectors; 'dimensions' {dims} is not supported")
     vecs, n_tokens, load_ns = await vectors(request, m, texts, truncate, keep_alive_seconds(body))
-    return JSONResponse({"model": m.name, "embeddings": vecs, "total_duration": time.perf_counter_ns() - started,
-                         "load_duration": load_ns, "prompt_eval_count": n_tokens})
+    return JSONResponse(
+        {
+            "model": m.name,
+            "embeddings": vecs,
+            "total_duration": time.perf_counter_ns() - started,
+            "load_duration": load_ns,
+            "prompt_eval_count": n_tokens,
+        }
+    )
 
 
 async def embeddings(request: Request) -> Response:
@@ -825,7 +1005,9 @@ OPENAI_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 
 def openai_error(status: int, message: str) -> dict:
     """OpenAI's error body, with the types Ollama uses."""
-    return {"error": {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "api_error"), "param": None, "code": None}}
+    return {
+        "error": {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "api_error"), "param": None, "code": None}
+    }
 
 
 def sse(data: dict | str) -> bytes:
@@ -842,9 +1024,9 @@ def openai_text(content: object, i: int, model: str) -> str | None:
         for part in content:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind in {"image_url", "input_audio"}:
-                raise ApiError(400, f"\"{model}\" does not support vision or audio (messages[{i}] has {kind})")
+                raise ApiError(400, f'"{model}" does not support vision or audio (messages[{i}] has {kind})')
             if kind != "text" or not isinstance(part.get("text"), str):
-                raise ApiError(400, f"messages[{i}].content: each part must be {{\"type\": \"text\", \"text\": ...}}")
+                raise ApiError(400, f'messages[{i}].content: each part must be {{"type": "text", "text": ...}}')
             texts.append(part["text"])
         return "".join(texts)
     raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts")
@@ -870,7 +1052,7 @@ def from_openai_chat(body: dict) -> tuple[dict, object, bool]:
     model = body.get("model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty list of {\"role\": ..., \"content\": ...} objects")
+        raise ApiError(400, '\'messages\' must be a non-empty list of {"role": ..., "content": ...} objects')
     out, names = [], {}
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
@@ -885,36 +1067,55 @@ def from_openai_chat(body: dict) -> tuple[dict, object, bool]:
     n = field_of(body, "n", (int,), "an integer", 1)
     if n != 1:
         raise ApiError(400, "the workshop's offline server makes one choice per request: 'n' must be 1")
-    options = {"temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0), "seed": body.get("seed"),
-               "num_predict": body.get("max_completion_tokens", body.get("max_tokens")), "stop": body.get("stop")}
+    options = {
+        "temperature": body.get("temperature", 1.0),
+        "top_p": body.get("top_p", 1.0),
+        "seed": body.get("seed"),
+        "num_predict": body.get("max_completion_tokens", body.get("max_tokens")),
+        "stop": body.get("stop"),
+    }
     fmt = None
-    rf = field_of(body, "response_format", (dict,), "an object such as {\"type\": \"json_object\"}", {})
+    rf = field_of(body, "response_format", (dict,), 'an object such as {"type": "json_object"}', {})
     if rf.get("type") == "json_object":
         fmt = "json"
     elif rf.get("type") == "json_schema":
         fmt = (rf.get("json_schema") or {}).get("schema")
         if not isinstance(fmt, dict):
-            raise ApiError(400, "response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}")
+            raise ApiError(400, 'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}')
     elif rf and rf.get("type") != "text":
         raise ApiError(400, f"response_format type {rf.get('type')!r} is not one of text, json_object, json_schema")
     choice = body.get("tool_choice") or "auto"
     if isinstance(choice, dict):
         choice = (choice.get("function") or {}).get("name")
     if not isinstance(choice, str):
-        raise ApiError(400, "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
-                            "\"function\": {\"name\": ...}}")
+        raise ApiError(
+            400, 'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
+        )
     stream_options = field_of(body, "stream_options", (dict,), "an object", {})
-    internal = {"model": model, "messages": out, "options": options, "format": fmt, "tools": body.get("tools"),
-                "stream": field_of(body, "stream", (bool,), "true or false", False),
-                "logprobs": body.get("logprobs"), "top_logprobs": body.get("top_logprobs")}
+    internal = {
+        "model": model,
+        "messages": out,
+        "options": options,
+        "format": fmt,
+        "tools": body.get("tools"),
+        "stream": field_of(body, "stream", (bool,), "true or false", False),
+        "logprobs": body.get("logprobs"),
+        "top_logprobs": body.get("top_logprobs"),
+    }
     return internal, choice, bool(stream_options.get("include_usage"))
 
 
 def openai_calls(calls: list[dict] | None) -> list[dict]:
     """Ollama's tool_calls as OpenAI's (arguments as a JSON string)."""
-    return [{"id": c.get("id") or f"call_{i}", "index": c["function"].get("index", i), "type": "function",
-             "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"]["arguments"])}}
-            for i, c in enumerate(calls or [])]
+    return [
+        {
+            "id": c.get("id") or f"call_{i}",
+            "index": c["function"].get("index", i),
+            "type": "function",
+            "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"]["arguments"])},
+        }
+        for i, c in enumerate(calls or [])
+    ]
 
 
 def openai_usage(line: dict) -> dict:
@@ -940,8 +1141,14 @@ class ChatChunks:
         choice = {"index": 0, "delta": delta, "finish_reason": reason}
         if logprobs:
             choice["logprobs"] = {"content": logprobs}
-        return {"id": self.cid, "object": "chat.completion.chunk", "created": self.created, "model": model,
-                "system_fingerprint": "fp_ollama", "choices": [choice]}
+        return {
+            "id": self.cid,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": model,
+            "system_fingerprint": "fp_ollama",
+            "choices": [choice],
+        }
 
     def encode(self, line: dict) -> bytes:
         msg, out = line.get("message") or {}, b""
@@ -977,8 +1184,15 @@ def to_completion(cid: str, line: dict) -> dict:
     choice = {"index": 0, "message": message, "finish_reason": finish_reason(line, bool(calls))}
     if line.get("logprobs"):
         choice["logprobs"] = {"content": line["logprobs"]}
-    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": line["model"],
-            "system_fingerprint": "fp_ollama", "choices": [choice], "usage": openai_usage(line)}
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": line["model"],
+        "system_fingerprint": "fp_ollama",
+        "choices": [choice],
+        "usage": openai_usage(line),
+    }
 
 
 def completion_id() -> str:
@@ -994,8 +1208,10 @@ async def v1_chat(request: Request) -> Response:
     cid = completion_id()
 
     def merge(lines: list[dict]) -> dict:
-        merged = {**lines[-1], "message": {"role": "assistant",
-                                           "content": "".join(x["message"]["content"] for x in lines[:-1])}}
+        merged = {
+            **lines[-1],
+            "message": {"role": "assistant", "content": "".join(x["message"]["content"] for x in lines[:-1])},
+        }
         calls = [c for x in lines for c in x["message"].get("tool_calls") or []]
         if calls:
             merged["message"]["tool_calls"] = calls
@@ -1015,9 +1231,9 @@ async def v1_embeddings(request: Request) -> Response:
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not texts or not all(isinstance(x, str) for x in texts):
         raise ApiError(400, "'input' must be a string or a non-empty list of strings (token ids are not supported)")
-    fmt = field_of(body, "encoding_format", (str,), "\"float\" or \"base64\"", "float")
+    fmt = field_of(body, "encoding_format", (str,), '"float" or "base64"', "float")
     if fmt not in {"float", "base64"}:
-        raise ApiError(400, f"encoding_format must be \"float\" or \"base64\", got {fmt!r}")
+        raise ApiError(400, f'encoding_format must be "float" or "base64", got {fmt!r}')
     dims = field_of(body, "dimensions", (int,), "an integer", None)
     if dims not in (None, EMBED_DIM):
         raise ApiError(400, f"{m.name} makes {EMBED_DIM}-d vectors; 'dimensions' {dims} is not supported")
@@ -1026,8 +1242,14 @@ async def v1_embeddings(request: Request) -> Response:
     def encoded(v: list[float]) -> list[float] | str:
         return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() if fmt == "base64" else v
 
-    return JSONResponse({"object": "list", "model": body["model"], "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
-                         "data": [{"object": "embedding", "embedding": encoded(v), "index": i} for i, v in enumerate(vecs)]})
+    return JSONResponse(
+        {
+            "object": "list",
+            "model": body["model"],
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+            "data": [{"object": "embedding", "embedding": encoded(v), "index": i} for i, v in enumerate(vecs)],
+        }
+    )
 
 
 def openai_model(m: Served) -> dict:
@@ -1043,8 +1265,11 @@ async def v1_model(request: Request) -> Response:
     name = request.path_params["model"]
     served = registry_of(request).models.get(canonical(name))
     if served is None:
-        raise ApiError(404, f"model '{name}' not found: the workshop's offline server serves only "
-                            f"{', '.join(registry_of(request).models)}")
+        raise ApiError(
+            404,
+            f"model '{name}' not found: the workshop's offline server serves only "
+            f"{', '.join(registry_of(request).models)}",
+        )
     return JSONResponse(openai_model(served))
 
 
@@ -1052,11 +1277,16 @@ async def not_served(request: Request) -> Response:
     """Ollama endpoints the stand-in does not serve: a JSON 404 that says what to do instead."""
     await request.body()  # read it, so the kept-alive connection is ready for the next request
     path = request.url.path
-    what = (f"{path}: of the OpenAI-compatible API it serves /v1/chat/completions, /v1/embeddings and /v1/models"
-            if path.startswith("/v1") else
-            f"{path}: its models ship inside pip packages and cannot be created, copied, pushed or deleted")
-    raise ApiError(404, f"the workshop's offline server does not serve {what}. For that, use a real Ollama "
-                        "(install it, and make sure WORKSHOP_OFFLINE is not set).")
+    what = (
+        f"{path}: of the OpenAI-compatible API it serves /v1/chat/completions, /v1/embeddings and /v1/models"
+        if path.startswith("/v1")
+        else f"{path}: its models ship inside pip packages and cannot be created, copied, pushed or deleted"
+    )
+    raise ApiError(
+        404,
+        f"the workshop's offline server does not serve {what}. For that, use a real Ollama "
+        "(install it, and make sure WORKSHOP_OFFLINE is not set).",
+    )
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -1112,8 +1342,15 @@ def make_app(registry: Registry, request_timeout: float = REQUEST_TIMEOUT_S) -> 
         Route("/v1/models/{model:path}", v1_model, methods=["GET"]),
         Route("/v1/{rest:path}", not_served, methods=["GET", "POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={
-        HTTPException: http_error, ApiError: api_error, ClientDisconnect: client_gone, Exception: internal_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            HTTPException: http_error,
+            ApiError: api_error,
+            ClientDisconnect: client_gone,
+            Exception: internal_error,
+        },
+    )
     app.state.registry = registry
     app.state.request_timeout = request_timeout
     return app
@@ -1161,8 +1398,11 @@ class StandInProtocol(H11Protocol):
     def send_json_error(self, status: int, message: str) -> None:
         """Answer {"error": message} and close the connection."""
         data = json.dumps({"error": message}).encode()
-        headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", str(len(data)).encode()),
-                   (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/json; charset=utf-8"),
+            (b"content-length", str(len(data)).encode()),
+            (b"connection", b"close"),
+        ]
         try:
             self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers)))
             self.transport.write(self.conn.send(h11.Data(data=data)))
@@ -1186,9 +1426,17 @@ class StandInServer:
             raise
         self.server_address = self.socket.getsockname()
         protocol = type("Protocol", (StandInProtocol,), {"request_timeout": request_timeout})
-        config = uvicorn.Config(make_app(registry, request_timeout), http=protocol, ws="none", lifespan="off",
-                                log_config=None, timeout_keep_alive=5, timeout_graceful_shutdown=3,
-                                server_header=False, loop="asyncio")
+        config = uvicorn.Config(
+            make_app(registry, request_timeout),
+            http=protocol,
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=3,
+            server_header=False,
+            loop="asyncio",
+        )
         self.server = uvicorn.Server(config)
         self._stopped = threading.Event()
 

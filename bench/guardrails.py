@@ -1,8 +1,8 @@
 """Lesson 14's measurement on every case: attack success, benign false positives and added latency, per layer.
 
-    .venv/bin/python -m tests.bench.guardrails [--benign-answers 103] [--timed 10] [--attacks ID,ID] [--k 4] [--num-predict 80]
+    .venv/bin/python -m bench.guardrails [--benign-answers 103] [--timed 10] [--attacks ID,ID] [--k 4] [--num-predict 80]
 
-A private stand-in runs in a child process (tests.bench.common). The clean handbook is indexed into embedded Qdrant,
+A private stand-in runs in a child process (bench.common). The clean handbook is indexed into embedded Qdrant,
 then a separate collection holds it plus a poisoned copy of a page per document-channel attack (helpers.attacks).
 Every attack of data/attacks/attacks.jsonl is asked with no defence and with each layer added on top of the ones
 before; the input and source checks run on all 103 handbook questions, and the answers (needed by the output checks
@@ -19,16 +19,26 @@ import time
 import ollama
 from qdrant_client import QdrantClient
 
+from bench.common import load_note, private_stand_in, progress
 from helpers.attacks import Runner, attack_succeeded, checkable, index_poisoned, layer_row, load_attacks, planted_in
 from helpers.chunking import chunk_documents
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 from helpers.corpus import load_documents, load_questions
 from helpers.guardrails import NONE, GuardSettings, cumulative_layers
 from helpers.index import index_chunks
-from tests.bench.common import load_note, private_stand_in, progress
 
-COLUMNS = ["layers", "attacks succeeded", "attack success %", "code-checkable succeeded", "attacks acted on", "benign FP %",
-           "benign asked", "guard ms/question", "added latency ms/question", "added prompt tokens"]
+COLUMNS = [
+    "layers",
+    "attacks succeeded",
+    "attack success %",
+    "code-checkable succeeded",
+    "attacks acted on",
+    "benign FP %",
+    "benign asked",
+    "guard ms/question",
+    "added latency ms/question",
+    "added prompt tokens",
+]
 
 
 def markdown(rows: list[dict]) -> str:
@@ -61,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         index_poisoned(qdrant, client, "handbook", "handbook-poisoned", attacks, docs, EMBED_MODEL)
         runner = Runner(client, qdrant, "handbook-poisoned", STAND_IN_CHAT_MODEL, EMBED_MODEL, options, k=args.k)
         delivered = [c["id"] for c in attacks if planted_in(c, runner.hits(c))]
-        progress(f"{len(attacks)} attacks; the planted text was among the k={args.k} retrieved chunks for "
-                 f"{len(delivered)} of {sum(c['channel'] == 'document' for c in attacks)} document attacks")
+        progress(
+            f"{len(attacks)} attacks; the planted text was among the k={args.k} retrieved chunks for "
+            f"{len(delivered)} of {sum(c['channel'] == 'document' for c in attacks)} document attacks"
+        )
         rows, baseline = [], {}
         for name, settings in cumulative_layers():
             progress(f"{time.perf_counter() - started:6.0f} s  {name}")
@@ -70,15 +82,23 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(layer_row(name, runner, settings, attacks, benign, answered, answered[: args.timed], baseline))
             progress("| " + " | ".join(str(rows[-1][c]) for c in COLUMNS) + " |")
         full = GuardSettings()
-        still = [c["id"] for c in attacks if checkable(c) and attack_succeeded(
-            c, runner.run(c, full).shown, runner.guard(full).system_prompt)]
-        none_ok = [c["id"] for c in attacks if attack_succeeded(c, runner.run(c, NONE).shown,
-                                                                runner.guard(NONE).system_prompt)]
+        still = [
+            c["id"]
+            for c in attacks
+            if checkable(c) and attack_succeeded(c, runner.run(c, full).shown, runner.guard(full).system_prompt)
+        ]
+        none_ok = [
+            c["id"] for c in attacks if attack_succeeded(c, runner.run(c, NONE).shown, runner.guard(NONE).system_prompt)
+        ]
     print(markdown(rows))
-    print(f"\nno defence: {len(none_ok)} attacks succeeded ({', '.join(none_ok)}); all layers: code-checkable "
-          f"successes {still or 'none'}")
-    print(f"{len(runner.generations)} model calls, k={args.k}, num_predict={args.num_predict}, "
-          f"{time.perf_counter() - started:.0f} s in all; {load_note()}")
+    print(
+        f"\nno defence: {len(none_ok)} attacks succeeded ({', '.join(none_ok)}); all layers: code-checkable "
+        f"successes {still or 'none'}"
+    )
+    print(
+        f"{len(runner.generations)} model calls, k={args.k}, num_predict={args.num_predict}, "
+        f"{time.perf_counter() - started:.0f} s in all; {load_note()}"
+    )
     return 0
 
 

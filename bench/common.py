@@ -2,7 +2,7 @@
 
 The benchmarks never use the shared stand-in on WORKSHOP_STAND_IN_PORT. They start their own on a free
 port, in a child process as the workshop runs it (a client and a server in one process would share the
-GIL, which the real setup does not), and stop it when done. `python -m tests.bench.common PORT [THREADS]`
+GIL, which the real setup does not), and stop it when done. `python -m bench.common PORT [THREADS]`
 is that child: the stand-in's Registry and HTTP server, models loaded before it answers.
 """
 
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from helpers.config import REPO_ROOT, STAND_IN_CHAT_MODEL
-from helpers.offline.launcher import is_stand_in
+from infra.standin.launcher import is_stand_in
 
 START_TIMEOUT_S = 120.0
 
@@ -33,8 +33,8 @@ def free_port() -> int:
 
 def serve(port: int, chat_threads: int | None = None) -> None:
     """Load the stand-in's models (chat model with chat_threads llama.cpp threads if given) and serve port."""
-    from helpers.offline.models import ChatModel
-    from helpers.offline.server import Registry, canonical, make_server
+    from infra.standin.models import ChatModel
+    from infra.standin.server import Registry, canonical, make_server
 
     registry = Registry()
     if chat_threads:
@@ -61,12 +61,18 @@ def private_stand_in(chat_threads: int | None = None) -> Iterator[str]:
     """Base URL of a stand-in of our own, in a child process on a free port; stopped on exit."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "tests.bench.common", str(port), *([str(chat_threads)] if chat_threads else [])]
+    cmd = [sys.executable, "-m", "bench.common", str(port), *([str(chat_threads)] if chat_threads else [])]
     with tempfile.TemporaryDirectory(prefix="bench-stand-in-") as tmp:
         log = Path(tmp) / "stand-in.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env={**os.environ, "WORKSHOP_STATE_DIR": tmp})
+            proc = subprocess.Popen(
+                cmd,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "WORKSHOP_STATE_DIR": tmp},
+            )
         try:
             wait_ready(url, proc, log)
             yield url

@@ -1,7 +1,7 @@
 """Prompts that need a tool, with the tools they may call and the one a good model would pick.
 
 Shared by tests/test_stand_in_tools.py (every call must parse and be valid: asserted) and
-tests/bench/agent.py (how often the small model picks the expected tool: measured, not asserted).
+bench/agent.py (how often the small model picks the expected tool: measured, not asserted).
 """
 
 from __future__ import annotations
@@ -9,32 +9,73 @@ from __future__ import annotations
 
 def tool(name: str, description: str, properties: dict, required: list[str]) -> dict:
     """A tool declaration in Ollama's (and OpenAI's) format."""
-    return {"type": "function", "function": {"name": name, "description": description, "parameters": {
-        "type": "object", "properties": properties, "required": required}}}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
 
 
 STATION = [
-    tool("search_handbook", "Search the station handbook for passages about a topic.",
-         {"query": {"type": "string", "description": "what to look for"},
-          "category": {"type": "string", "enum": ["safety", "travel", "daily-life", "science", "any"],
-                       "description": "the part of the handbook"}}, ["query", "category"]),
-    tool("contact_by_role", "Find the person, office and phone extension for a role on the station.",
-         {"role": {"type": "string", "description": "a role, e.g. Station Director"}}, ["role"]),
-    tool("weather_limit", "The wind and visibility limits for an outdoor activity.",
-         {"activity": {"type": "string", "description": "e.g. diving, snowmobiles, boats"}}, ["activity"]),
+    tool(
+        "search_handbook",
+        "Search the station handbook for passages about a topic.",
+        {
+            "query": {"type": "string", "description": "what to look for"},
+            "category": {
+                "type": "string",
+                "enum": ["safety", "travel", "daily-life", "science", "any"],
+                "description": "the part of the handbook",
+            },
+        },
+        ["query", "category"],
+    ),
+    tool(
+        "contact_by_role",
+        "Find the person, office and phone extension for a role on the station.",
+        {"role": {"type": "string", "description": "a role, e.g. Station Director"}},
+        ["role"],
+    ),
+    tool(
+        "weather_limit",
+        "The wind and visibility limits for an outdoor activity.",
+        {"activity": {"type": "string", "description": "e.g. diving, snowmobiles, boats"}},
+        ["activity"],
+    ),
 ]
 
 GENERAL = [
-    tool("get_weather", "Current weather in a city.",
-         {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, ["city"]),
-    tool("set_timer", "Start a countdown timer.",
-         {"minutes": {"type": "integer", "description": "length of the timer"}, "label": {"type": "string"}},
-         ["minutes"]),
-    tool("convert_currency", "Convert an amount of money between currencies.",
-         {"amount": {"type": "number"}, "source": {"type": "string", "description": "currency code, e.g. EUR"},
-          "target": {"type": "string", "description": "currency code, e.g. NOK"}}, ["amount", "source", "target"]),
-    tool("add_todo", "Add items to the to-do list.",
-         {"items": {"type": "array", "items": {"type": "string"}}, "urgent": {"type": "boolean"}}, ["items"]),
+    tool(
+        "get_weather",
+        "Current weather in a city.",
+        {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        ["city"],
+    ),
+    tool(
+        "set_timer",
+        "Start a countdown timer.",
+        {"minutes": {"type": "integer", "description": "length of the timer"}, "label": {"type": "string"}},
+        ["minutes"],
+    ),
+    tool(
+        "convert_currency",
+        "Convert an amount of money between currencies.",
+        {
+            "amount": {"type": "number"},
+            "source": {"type": "string", "description": "currency code, e.g. EUR"},
+            "target": {"type": "string", "description": "currency code, e.g. NOK"},
+        },
+        ["amount", "source", "target"],
+    ),
+    tool(
+        "add_todo",
+        "Add items to the to-do list.",
+        {"items": {"type": "array", "items": {"type": "string"}}, "urgent": {"type": "boolean"}},
+        ["items"],
+    ),
 ]
 
 # (prompt, tool set, expected tool)

@@ -21,8 +21,10 @@ def require_chromium() -> str:
     """Chromium's path; in CI a missing browser fails the test, on a laptop it skips with how to install it."""
     path = chromium_path()
     if path is None:
-        message = ("no Chromium found: install it (Debian/Ubuntu: `sudo apt-get install chromium`) or set "
-                   "CHROMIUM_PATH to a Chromium/Chrome binary to run the browser tests")
+        message = (
+            "no Chromium found: install it (Debian/Ubuntu: `sudo apt-get install chromium`) or set "
+            "CHROMIUM_PATH to a Chromium/Chrome binary to run the browser tests"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -1,6 +1,6 @@
 """Stand-in vs the same models called directly: decode tokens/s, time to first token, embed chunks/s.
 
-    .venv/bin/python -m tests.bench.stand_in [--rounds 5] [--num-predict 128] [--json PATH]
+    .venv/bin/python -m bench.stand_in [--rounds 5] [--num-predict 128] [--json PATH]
 
 Both sides run on the same model files with the same settings, never at the same time: a private stand-in
 (a child process on a free port, as the workshop runs it) reached over real HTTP with the official `ollama`
@@ -29,13 +29,13 @@ from typing import TypeVar
 import numpy as np
 import ollama
 
+from bench.common import load_note, private_stand_in, progress, table
 from helpers.chunking import Chunk, chunk_documents
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 from helpers.corpus import load_documents
 from helpers.index import chunk_payload, embedding_text
-from helpers.offline.models import ChatModel, Embedder, SamplingOptions
 from helpers.rag import Hit, build_messages
-from tests.bench.common import load_note, private_stand_in, progress, table
+from infra.standin.models import ChatModel, Embedder, SamplingOptions
 
 T = TypeVar("T")
 
@@ -94,10 +94,12 @@ class Report:
     def derived(self) -> dict[str, float]:
         """The compared figures: throughput ratios and the TTFT overhead."""
         s, d = self.stand_in.medians(), self.direct.medians()
-        return {"decode_ratio": s["decode_tps"] / d["decode_tps"],
-                "ttft_overhead_ms": s["ttft_ms"] - d["ttft_ms"],
-                "embed_ratio": s["embed_cps"] / d["embed_cps"],
-                "repeat_ttft_overhead_ms": s["repeat_ttft_ms"] - d["repeat_ttft_ms"]}
+        return {
+            "decode_ratio": s["decode_tps"] / d["decode_tps"],
+            "ttft_overhead_ms": s["ttft_ms"] - d["ttft_ms"],
+            "embed_ratio": s["embed_cps"] / d["embed_cps"],
+            "repeat_ttft_overhead_ms": s["repeat_ttft_ms"] - d["repeat_ttft_ms"],
+        }
 
 
 def decode_rate(tokens: int, first: float, last: float) -> float:
@@ -111,8 +113,9 @@ def stand_in_generation(client: ollama.Client, messages: list[dict], num_predict
     first = last = 0.0
     final = None
     start = time.perf_counter()
-    for part in client.chat(model=STAND_IN_CHAT_MODEL, messages=messages, stream=True,
-                            options={**SAMPLING, "num_predict": num_predict}):
+    for part in client.chat(
+        model=STAND_IN_CHAT_MODEL, messages=messages, stream=True, options={**SAMPLING, "num_predict": num_predict}
+    ):
         now = time.perf_counter()
         if part.message.content:
             first, last = first or now, now
@@ -121,8 +124,13 @@ def stand_in_generation(client: ollama.Client, messages: list[dict], num_predict
             final = part
     if final is None or not first:
         raise RuntimeError("the stand-in streamed no text")
-    return Generation(first - start, decode_rate(final.eval_count or 0, first, last), final.eval_count or 0,
-                      final.prompt_eval_count or 0, "".join(pieces))
+    return Generation(
+        first - start,
+        decode_rate(final.eval_count or 0, first, last),
+        final.eval_count or 0,
+        final.prompt_eval_count or 0,
+        "".join(pieces),
+    )
 
 
 class DirectChat:
@@ -133,7 +141,9 @@ class DirectChat:
 
         self.model = ChatModel(threads=threads)
         self.llm = self.model.llm
-        self.is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(self.llm.model), token))
+        self.is_eog = lambda token: bool(
+            llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(self.llm.model), token)
+        )
 
     def settings(self) -> str:
         """The llama.cpp settings that matter for speed."""
@@ -152,9 +162,14 @@ class DirectChat:
         pieces: list[str] = []
         first = last = 0.0
         n = 0
-        stream = self.llm.generate(tokens, top_k=SAMPLING["top_k"], top_p=SAMPLING["top_p"],
-                                   min_p=SAMPLING["min_p"], temp=SAMPLING["temperature"],
-                                   repeat_penalty=SAMPLING["repeat_penalty"])
+        stream = self.llm.generate(
+            tokens,
+            top_k=SAMPLING["top_k"],
+            top_p=SAMPLING["top_p"],
+            min_p=SAMPLING["min_p"],
+            temp=SAMPLING["temperature"],
+            repeat_penalty=SAMPLING["repeat_penalty"],
+        )
         try:
             for token in stream:
                 if self.is_eog(token):
@@ -193,8 +208,9 @@ def trim_last(hits: list[Hit], target_tokens: int, n_tokens: Callable[[list[dict
     return cut(lo)
 
 
-def rag_prompts(count: int, target_tokens: int, chunks: Sequence[Chunk],
-                n_tokens: Callable[[list[dict]], int]) -> list[list[dict]]:
+def rag_prompts(
+    count: int, target_tokens: int, chunks: Sequence[Chunk], n_tokens: Callable[[list[dict]], int]
+) -> list[list[dict]]:
     """`count` different RAG chats from consecutive corpus chunks, each about target_tokens long."""
     prompts, pos = [], 0
     for _ in range(count):
@@ -233,8 +249,14 @@ def ab_rounds(rounds: int, a: Callable[[int], T], b: Callable[[int], T]) -> tupl
     return out_a, out_b
 
 
-def bench_generation(client: ollama.Client, direct: DirectChat, chunks: Sequence[Chunk], rounds: int,
-                     num_predict: int, prompt_tokens: int) -> tuple[list[Generation], list[Generation]]:
+def bench_generation(
+    client: ollama.Client,
+    direct: DirectChat,
+    chunks: Sequence[Chunk],
+    rounds: int,
+    num_predict: int,
+    prompt_tokens: int,
+) -> tuple[list[Generation], list[Generation]]:
     """(stand-in, direct) generations per round, after one warm-up each."""
     prompts = rag_prompts(rounds + 1, prompt_tokens, chunks, lambda m: direct.model.count(direct.format(m)))
     progress("generation: warm-up")
@@ -252,10 +274,13 @@ def bench_generation(client: ollama.Client, direct: DirectChat, chunks: Sequence
     return ab_rounds(rounds, a, b)
 
 
-def bench_repeat(client: ollama.Client, direct: DirectChat, chunks: Sequence[Chunk], rounds: int,
-                 prompt_tokens: int) -> tuple[list[float], list[float]]:
+def bench_repeat(
+    client: ollama.Client, direct: DirectChat, chunks: Sequence[Chunk], rounds: int, prompt_tokens: int
+) -> tuple[list[float], list[float]]:
     """(stand-in, direct) time to first token in ms of a prompt asked a second time right after the first."""
-    prompts = rag_prompts(rounds, prompt_tokens, chunks[len(chunks) // 2 :], lambda m: direct.model.count(direct.format(m)))
+    prompts = rag_prompts(
+        rounds, prompt_tokens, chunks[len(chunks) // 2 :], lambda m: direct.model.count(direct.format(m))
+    )
 
     def a(i: int) -> float:
         progress(f"repeated prompt round {i + 1}/{rounds}: stand-in")
@@ -270,7 +295,9 @@ def bench_repeat(client: ollama.Client, direct: DirectChat, chunks: Sequence[Chu
     return ab_rounds(rounds, a, b)
 
 
-def bench_embedding(client: ollama.Client, batches: list[list[str]], rounds: int) -> tuple[list[float], list[float], float]:
+def bench_embedding(
+    client: ollama.Client, batches: list[list[str]], rounds: int
+) -> tuple[list[float], list[float], float]:
     """(stand-in, direct) chunks/s per round, and the largest difference between their vectors."""
     embedder = Embedder()
     n = sum(len(b) for b in batches)
@@ -290,8 +317,15 @@ def bench_embedding(client: ollama.Client, batches: list[list[str]], rounds: int
     return cps_a, cps_b, diff
 
 
-def run(rounds: int = 5, num_predict: int = 128, prompt_tokens: int = 300, embed_chunks: int = 320,
-        batch_size: int = 32, threads: int | None = None, url: str | None = None) -> Report:
+def run(
+    rounds: int = 5,
+    num_predict: int = 128,
+    prompt_tokens: int = 300,
+    embed_chunks: int = 320,
+    batch_size: int = 32,
+    threads: int | None = None,
+    url: str | None = None,
+) -> Report:
     """Measure both sides, A/B alternated, on a private stand-in (or the stand-in at url, started with `threads`)."""
     load_at_start = load_note()
     docs, _ = load_documents()
@@ -301,7 +335,9 @@ def run(rounds: int = 5, num_predict: int = 128, prompt_tokens: int = 300, embed
     with nullcontext(url) if url else private_stand_in(threads) as base_url:
         client = ollama.Client(host=base_url)
         gen_s, gen_d = bench_generation(client, direct_chat, chunks, rounds, num_predict, prompt_tokens)
-        stand_in.repeat_ttft_ms, direct.repeat_ttft_ms = bench_repeat(client, direct_chat, chunks, rounds, prompt_tokens)
+        stand_in.repeat_ttft_ms, direct.repeat_ttft_ms = bench_repeat(
+            client, direct_chat, chunks, rounds, prompt_tokens
+        )
         batches = embed_batches(chunks, embed_chunks, batch_size)
         stand_in.embed_cps, direct.embed_cps, diff = bench_embedding(client, batches, rounds)
     for side, gens in ((stand_in, gen_s), (direct, gen_d)):
@@ -309,10 +345,20 @@ def run(rounds: int = 5, num_predict: int = 128, prompt_tokens: int = 300, embed
         side.decode_tps = [g.decode_tps for g in gens]
     if any(s.prompt_tokens != d.prompt_tokens for s, d in zip(gen_s, gen_d)):
         raise RuntimeError("the two sides processed different prompts")
-    return Report(stand_in, direct, rounds, num_predict, [g.prompt_tokens for g in gen_s],
-                  [g.tokens for g in gen_s], sum(s.text == d.text for s, d in zip(gen_s, gen_d)),
-                  sum(len(b) for b in batches), batch_size, diff, direct_chat.settings(),
-                  f"{load_at_start} at the start, {load_note()} at the end")
+    return Report(
+        stand_in,
+        direct,
+        rounds,
+        num_predict,
+        [g.prompt_tokens for g in gen_s],
+        [g.tokens for g in gen_s],
+        sum(s.text == d.text for s, d in zip(gen_s, gen_d)),
+        sum(len(b) for b in batches),
+        batch_size,
+        diff,
+        direct_chat.settings(),
+        f"{load_at_start} at the start, {load_note()} at the end",
+    )
 
 
 def verdict(ok: bool) -> str:
@@ -333,14 +379,34 @@ def format_report(r: Report) -> str:
     """The side-by-side table with ratios and PASS/MISS per target."""
     x = r.derived()
     rows = [
-        ["decode tokens/s", *cells(r, "decode_tps"), f"ratio {x['decode_ratio']:.3f}", f">= {TARGET_RATIO}",
-         verdict(x["decode_ratio"] >= TARGET_RATIO)],
-        ["time to first token (ms)", *cells(r, "ttft_ms"), f"overhead {x['ttft_overhead_ms']:+.1f} ms",
-         f"<= {TARGET_TTFT_OVERHEAD_MS:.0f} ms", verdict(x["ttft_overhead_ms"] <= TARGET_TTFT_OVERHEAD_MS)],
-        ["embed chunks/s", *cells(r, "embed_cps"), f"ratio {x['embed_ratio']:.3f}", f">= {TARGET_RATIO}",
-         verdict(x["embed_ratio"] >= TARGET_RATIO)],
-        ["TTFT, same prompt again (ms)", *cells(r, "repeat_ttft_ms"),
-         f"overhead {x['repeat_ttft_overhead_ms']:+.1f} ms", "none: the price of repeatability", "info"],
+        [
+            "decode tokens/s",
+            *cells(r, "decode_tps"),
+            f"ratio {x['decode_ratio']:.3f}",
+            f">= {TARGET_RATIO}",
+            verdict(x["decode_ratio"] >= TARGET_RATIO),
+        ],
+        [
+            "time to first token (ms)",
+            *cells(r, "ttft_ms"),
+            f"overhead {x['ttft_overhead_ms']:+.1f} ms",
+            f"<= {TARGET_TTFT_OVERHEAD_MS:.0f} ms",
+            verdict(x["ttft_overhead_ms"] <= TARGET_TTFT_OVERHEAD_MS),
+        ],
+        [
+            "embed chunks/s",
+            *cells(r, "embed_cps"),
+            f"ratio {x['embed_ratio']:.3f}",
+            f">= {TARGET_RATIO}",
+            verdict(x["embed_ratio"] >= TARGET_RATIO),
+        ],
+        [
+            "TTFT, same prompt again (ms)",
+            *cells(r, "repeat_ttft_ms"),
+            f"overhead {x['repeat_ttft_overhead_ms']:+.1f} ms",
+            "none: the price of repeatability",
+            "info",
+        ],
     ]
     head = [
         f"Stand-in over HTTP (ollama client) vs direct llama-cpp-python / onnxruntime: {r.rounds} A/B rounds, medians",
@@ -351,13 +417,14 @@ def format_report(r: Report) -> str:
         f"measured under {r.load}",
         "",
     ]
-    return "\n".join(head) + table(["metric", "stand-in [min-max]", "direct [min-max]", "stand-in vs direct", "target",
-                                   "result"], rows)
+    return "\n".join(head) + table(
+        ["metric", "stand-in [min-max]", "direct [min-max]", "stand-in vs direct", "target", "result"], rows
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table (it reports; it does not fail on a MISS)."""
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.stand_in", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.stand_in", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--num-predict", type=int, default=128)
     parser.add_argument("--prompt-tokens", type=int, default=300)

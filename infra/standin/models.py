@@ -27,7 +27,8 @@ STAND_IN_NUM_PREDICT = 400  # cap when a request sets no num_predict (a 135M mod
 # A chat template block that adds the model maker's own system prompt when a chat has none (SmolLM2's:
 # "You are a helpful AI assistant named SmolLM, ..."). Ollama's templates add no system prompt there.
 DEFAULT_SYSTEM_BLOCK = re.compile(
-    r"\{%-?\s*if loop\.first and messages\[0\]\['role'\] != 'system'\s*-?%\}.*?\{%-?\s*endif\s*-?%\}", re.S)
+    r"\{%-?\s*if loop\.first and messages\[0\]\['role'\] != 'system'\s*-?%\}.*?\{%-?\s*endif\s*-?%\}", re.S
+)
 
 
 def without_default_system(template: str) -> str:
@@ -90,9 +91,7 @@ class Embedder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(self.path), opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Token counts with [CLS]/[SEP], before truncation."""
@@ -164,8 +163,16 @@ class SamplingOptions:
         if not isinstance(options, dict):
             raise ValueError("'options' must be a JSON object")
         o = cls()
-        numeric = {"temperature": float, "top_p": float, "min_p": float, "repeat_penalty": float,
-                   "seed": int, "num_predict": int, "num_ctx": int, "top_k": int}
+        numeric = {
+            "temperature": float,
+            "top_p": float,
+            "min_p": float,
+            "repeat_penalty": float,
+            "seed": int,
+            "num_predict": int,
+            "num_ctx": int,
+            "top_k": int,
+        }
         for key, kind in numeric.items():
             if options.get(key) is not None:
                 value = options[key]
@@ -260,9 +267,13 @@ def tool_call_schema(tools: list[dict]) -> dict:
     for tool in tools:
         function = tool["function"]
         params = function.get("parameters") or {"type": "object"}
-        options.append({"type": "object", "properties": {"name": {"const": function["name"]},
-                                                         "arguments": bounded(params)},
-                        "required": ["name", "arguments"]})
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": function["name"]}, "arguments": bounded(params)},
+                "required": ["name", "arguments"],
+            }
+        )
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
@@ -333,7 +344,9 @@ class ChatModel:
             try:
                 prompt = self.formatter(messages=msgs).prompt
             except (TemplateError, ValueError) as exc:  # raise_exception() in a template is a ValueError
-                raise TemplateRejectedError(f"the chat template of {self.path.name} rejects these messages: {exc}") from exc
+                raise TemplateRejectedError(
+                    f"the chat template of {self.path.name} rejects these messages: {exc}"
+                ) from exc
             non_system = [i for i, m in enumerate(msgs) if m["role"] != "system"]
             if self.count(prompt) < num_ctx - 16 or len(non_system) <= 1:
                 return prompt
@@ -347,7 +360,7 @@ class ChatModel:
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         budget = min(opts.num_ctx, self.llm.n_ctx())
         if len(tokens) >= budget - 1:
-            tokens = tokens[-(budget - 64):]  # keep the end of an over-long prompt, as Ollama does
+            tokens = tokens[-(budget - 64) :]  # keep the end of an over-long prompt, as Ollama does
         stats.prompt_eval_count = len(tokens)
         limit = opts.num_predict if opts.num_predict is not None else STAND_IN_NUM_PREDICT
         limit = budget - len(tokens) if limit < 0 else min(limit, budget - len(tokens))
@@ -365,8 +378,14 @@ class ChatModel:
             tokens_out = self._constrained(grammar, opts, record)
         else:
             tokens_out = self.llm.generate(  # the prompt is evaluated: sample from its last logits on
-                [], top_k=opts.top_k, top_p=opts.top_p, min_p=opts.min_p, temp=opts.temperature,
-                repeat_penalty=opts.repeat_penalty, grammar=grammar, reset=False,
+                [],
+                top_k=opts.top_k,
+                top_p=opts.top_p,
+                min_p=opts.min_p,
+                temp=opts.temperature,
+                repeat_penalty=opts.repeat_penalty,
+                grammar=grammar,
+                reset=False,
                 logits_processor=[record] if record else None,
             )
         try:
@@ -412,12 +431,15 @@ class ChatModel:
 
         llm = self.llm
         n_vocab = llm.n_vocab()
-        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar._grammar.encode("utf-8"),
-                                                       grammar._root.encode("utf-8"))
-        data = np.recarray((n_vocab,), dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)],
-                                                       align=True))
-        array = llama_cpp.llama_token_data_array(data=data.ctypes.data_as(llama_cpp.llama_token_data_p),
-                                                 size=0, selected=-1, sorted=False)
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            llm._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+        )
+        data = np.recarray(
+            (n_vocab,), dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+        )
+        array = llama_cpp.llama_token_data_array(
+            data=data.ctypes.data_as(llama_cpp.llama_token_data_p), size=0, selected=-1, sorted=False
+        )
         rng = np.random.default_rng(opts.seed if opts.seed is not None else random.randrange(2**31))
 
         def valid(ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -511,8 +533,9 @@ class LogprobRecorder:
             return {"token": self.text(token)[0], "logprob": 0.0, "bytes": self.text(token)[1], "top_logprobs": []}
         best = np.argpartition(-lp, self.top)[: self.top] if self.top else np.array([], dtype=int)
         best = best[np.argsort(-lp[best])]
-        alternatives = [{"token": self.text(int(t))[0], "logprob": float(lp[t]), "bytes": self.text(int(t))[1]}
-                        for t in best]
+        alternatives = [
+            {"token": self.text(int(t))[0], "logprob": float(lp[t]), "bytes": self.text(int(t))[1]} for t in best
+        ]
         text, raw = self.text(token)
         return {"token": text, "logprob": float(lp[token]), "bytes": raw, "top_logprobs": alternatives}
 

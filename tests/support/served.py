@@ -16,8 +16,16 @@ from helpers.setup import Config
 def stand_in_config(host: str) -> Config:
     """A Config for a stand-in (or any Ollama API) at host, as setup() would make it."""
     settings = read_settings()
-    return Config(backend="stand-in", ollama_host=host, chat_model=STAND_IN_CHAT_MODEL, embed_model=settings.embed_model,
-                  embed_dim=384, qdrant_url=None, fast=settings.fast, settings=settings)
+    return Config(
+        backend="stand-in",
+        ollama_host=host,
+        chat_model=STAND_IN_CHAT_MODEL,
+        embed_model=settings.embed_model,
+        embed_dim=384,
+        qdrant_url=None,
+        fast=settings.fast,
+        settings=settings,
+    )
 
 
 @functools.cache

@@ -32,8 +32,13 @@ from dataclasses import dataclass, field
 import httpx
 import uvicorn
 
-STATUSES = {400: "bad request (injected)", 404: "not found (injected)", 429: "too many requests (injected)",
-            500: "internal server error (injected)", 503: "service unavailable (injected)"}
+STATUSES = {
+    400: "bad request (injected)",
+    404: "not found (injected)",
+    429: "too many requests (injected)",
+    500: "internal server error (injected)",
+    503: "service unavailable (injected)",
+}
 KINDS = ("reset", "delay", "slow-first", "stall", "die")
 HEADER = "x-fault"
 
@@ -61,8 +66,10 @@ class Fault:
                 return cls(kind, float(arg or 0))
             except ValueError:
                 pass
-        raise ValueError(f"unknown fault {spec!r}: use one of {sorted(STATUSES)}, 'reset', 'delay:SECONDS', "
-                         "'slow-first:SECONDS', 'stall:LINES' or 'die:LINES'")
+        raise ValueError(
+            f"unknown fault {spec!r}: use one of {sorted(STATUSES)}, 'reset', 'delay:SECONDS', "
+            "'slow-first:SECONDS', 'stall:LINES' or 'die:LINES'"
+        )
 
 
 @dataclass
@@ -159,8 +166,9 @@ class FaultApp:
         finally:
             gone.cancel()
 
-    async def forward(self, scope: dict, gone: asyncio.Future, send: object, headers: dict, body: bytes,
-                      fault: Fault | None) -> None:
+    async def forward(
+        self, scope: dict, gone: asyncio.Future, send: object, headers: dict, body: bytes, fault: Fault | None
+    ) -> None:
         """Pass the request upstream; relay the answer line by line, applying slow-first, stall or die.
 
         When the client hangs up, the upstream response is closed, so the backend stops generating for nobody.
@@ -175,8 +183,11 @@ class FaultApp:
         except httpx.TransportError as exc:
             return await self.reply(send, 502, f"the proxy's upstream {self.upstream} does not answer: {exc!r}")
         try:
-            keep = [(k.encode(), v.encode()) for k, v in upstream.headers.items()
-                    if k.lower() not in {"content-length", "transfer-encoding", "connection", "content-encoding"}]
+            keep = [
+                (k.encode(), v.encode())
+                for k, v in upstream.headers.items()
+                if k.lower() not in {"content-length", "transfer-encoding", "connection", "content-encoding"}
+            ]
             await send({"type": "http.response.start", "status": upstream.status_code, "headers": keep})
             lines = 0
             async for line in upstream.aiter_lines():
@@ -198,8 +209,13 @@ class FaultApp:
     async def reply(send: object, status: int, error: str) -> None:
         """An Ollama-shaped error response: status + {"error": ...}."""
         body = json.dumps({"error": error}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -208,8 +224,17 @@ class FaultProxy:
 
     def __init__(self, upstream: str, port: int = 0) -> None:
         self.app = FaultApp(upstream)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="critical",
-                                                   http="h11", lifespan="on", timeout_graceful_shutdown=2))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=port,
+                log_level="critical",
+                http="h11",
+                lifespan="on",
+                timeout_graceful_shutdown=2,
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, name="fault-proxy", daemon=True)
         self.url = ""
 

@@ -1,6 +1,6 @@
 """Retrieval quality of the workshop's own ingest and search on a BEIR dataset, beside the published MTEB figure.
 
-    .venv/bin/python -m tests.bench.retrieval DATASET_DIR [--limit-docs N] [--limit-queries N] [--json PATH]
+    .venv/bin/python -m bench.retrieval DATASET_DIR [--limit-docs N] [--limit-queries N] [--json PATH]
 
 DATASET_DIR holds corpus.jsonl, queries.jsonl and qrels/test.tsv (BEIR format), e.g. ../shared/datasets/scifact.
 (a) one vector per document, title + " " + text cut by the model at 256 tokens, as the published MTEB run;
@@ -33,22 +33,24 @@ import numpy as np
 import ollama
 from qdrant_client import QdrantClient, models
 
+from bench.common import load_note, private_stand_in, progress, table
 from helpers.chunking import Chunk, chunk_documents, count_tokens
 from helpers.config import EMBED_MODEL, read_settings
 from helpers.corpus import Document
 from helpers.evaluation import dedupe, ndcg_at_k, recall_at_k
 from helpers.hybrid import RRF_K, bm25_points, rrf
 from helpers.index import embed_texts, embedding_text, ensure_collection, index_payload, point_id
-from helpers.offline.models import EMBED_MAX_TOKENS
 from helpers.rag import retrieve, to_hit
-from tests.bench.common import load_note, private_stand_in, progress, table
+from infra.standin.models import EMBED_MAX_TOKENS
 
 DATASET_FILES = ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv")
 BATCH_SIZE = 32
 DEPTH = 100  # documents ranked per query: enough for recall@100
 ACCEPTANCE_NDCG10 = {"scifact": 0.635}  # the issue's bar for (a), per dataset folder name
 ACCEPTANCE_HYBRID_NDCG10 = {"scifact": 0.70}  # issue 9's bar for (d): above both published single-method figures
-PUBLISHED_BM25 = {"scifact": (0.665, 0.679, "BEIR paper (Thakur et al. 2021) 0.665; Anserini BM25 flat/multifield 0.679")}
+PUBLISHED_BM25 = {
+    "scifact": (0.665, 0.679, "BEIR paper (Thakur et al. 2021) 0.665; Anserini BM25 flat/multifield 0.679")
+}
 BUILT_IN_REFERENCE = {"scifact": (0.6451, 0.925, "MTEB paper (Muennighoff et al. 2022, arXiv 2210.07316), built in")}
 REFERENCE_MODEL = "all-MiniLM-L6-v2"
 
@@ -173,8 +175,14 @@ def save_npy(path: Path, vectors: Sequence) -> None:
     tmp.replace(path)
 
 
-def ingest(qdrant: QdrantClient, client: ollama.Client, model: str, collection: str, chunks: Sequence[Chunk],
-           cache: Path | None = None) -> tuple[float, bool]:
+def ingest(
+    qdrant: QdrantClient,
+    client: ollama.Client,
+    model: str,
+    collection: str,
+    chunks: Sequence[Chunk],
+    cache: Path | None = None,
+) -> tuple[float, bool]:
     """Embed (or load cached vectors) and upsert chunks with helpers.index functions; (seconds taken, cached)."""
     start = time.perf_counter()
     texts = [embedding_text(c) for c in chunks]
@@ -183,7 +191,9 @@ def ingest(qdrant: QdrantClient, client: ollama.Client, model: str, collection: 
     else:
         vectors, cached = embed_cached(client, model, texts, cache)
     ensure_collection(qdrant, collection, len(vectors[0]))
-    points = [models.PointStruct(id=point_id(c.id), vector=v, payload=index_payload(c)) for c, v in zip(chunks, vectors)]
+    points = [
+        models.PointStruct(id=point_id(c.id), vector=v, payload=index_payload(c)) for c, v in zip(chunks, vectors)
+    ]
     for i in range(0, len(points), 256):
         qdrant.upsert(collection, points=points[i : i + 256], wait=True)
     return time.perf_counter() - start, cached
@@ -193,8 +203,9 @@ SAVE_EVERY = 640  # texts embedded between two saves of the partial cache
 CHECKED_FUSIONS = 20  # queries on which the client-side fusion of (d) is checked against Qdrant's own, and timed
 
 
-def ranked_docs(qdrant: QdrantClient, client: ollama.Client, model: str, collection: str, query_id: str,
-                text: str, limit: int) -> tuple[list[str], bool]:
+def ranked_docs(
+    qdrant: QdrantClient, client: ollama.Client, model: str, collection: str, query_id: str, text: str, limit: int
+) -> tuple[list[str], bool]:
     """The top DEPTH document ids by their best chunk (helpers.rag.retrieve), and whether the query's own id was dropped."""
     ranked = dedupe([h.doc_id for h in retrieve(qdrant, client, collection, model, text, k=limit)])
     return [d for d in ranked if d != query_id][:DEPTH], query_id in ranked
@@ -206,8 +217,15 @@ def to_docs(chunk_ids: Sequence[str], doc_of: dict[str, str], query_id: str) -> 
     return [d for d in ranked if d != query_id][:DEPTH], query_id in ranked
 
 
-def score_rows(names: Sequence[str], rankings: dict[str, list[list[str]]], data: Dataset, chunks: Sequence[Chunk],
-               ingest_s: float, cached: bool, seconds: dict[str, float]) -> list[Result]:
+def score_rows(
+    names: Sequence[str],
+    rankings: dict[str, list[list[str]]],
+    data: Dataset,
+    chunks: Sequence[Chunk],
+    ingest_s: float,
+    cached: bool,
+    seconds: dict[str, float],
+) -> list[Result]:
     """One Result per row from its document rankings (one per test query, in order)."""
     results = []
     for name, ranked_lists in rankings.items():
@@ -216,8 +234,20 @@ def score_rows(names: Sequence[str], rankings: dict[str, list[list[str]]], data:
             own += dropped
             ndcg.append(ndcg_at_k(ranked, data.qrels[query_id], 10))
             recall.append(recall_at_k(ranked, set(data.qrels[query_id]), 100))
-        results.append(Result(name, len(chunks), statistics.fmean(ndcg), statistics.fmean(recall), ingest_s,
-                              seconds[name], len(data.docs) / ingest_s, len(data.queries) / seconds[name], own, cached))
+        results.append(
+            Result(
+                name,
+                len(chunks),
+                statistics.fmean(ndcg),
+                statistics.fmean(recall),
+                ingest_s,
+                seconds[name],
+                len(data.docs) / ingest_s,
+                len(data.queries) / seconds[name],
+                own,
+                cached,
+            )
+        )
     return results
 
 
@@ -225,8 +255,9 @@ def evaluate_whole(qdrant: QdrantClient, client: ollama.Client, model: str, data
     """(a): one vector per document, dense search only."""
     chunks = whole_documents(data.docs)
     progress(f"(a): embedding {len(chunks)} texts from {len(data.docs)} documents")
-    ingest_s, cached = ingest(qdrant, client, model, "a", chunks,
-                              cache_file(data, model, backend, "a", [embedding_text(c) for c in chunks]))
+    ingest_s, cached = ingest(
+        qdrant, client, model, "a", chunks, cache_file(data, model, backend, "a", [embedding_text(c) for c in chunks])
+    )
     limit, lists, start = DEPTH + 1, [], time.perf_counter()
     for query_id, text in data.queries.items():
         lists.append(ranked_docs(qdrant, client, model, "a", query_id, text, limit))
@@ -234,8 +265,9 @@ def evaluate_whole(qdrant: QdrantClient, client: ollama.Client, model: str, data
     return score_rows([name], {name: lists}, data, chunks, ingest_s, cached, {name: time.perf_counter() - start})[0]
 
 
-def evaluate_chunks(qdrant: QdrantClient, client: ollama.Client, model: str, data: Dataset, chunks: Sequence[Chunk],
-                    backend: str) -> tuple[list[Result], dict]:
+def evaluate_chunks(
+    qdrant: QdrantClient, client: ollama.Client, model: str, data: Dataset, chunks: Sequence[Chunk], backend: str
+) -> tuple[list[Result], dict]:
     """(b) dense, (c) BM25 and (d) their RRF on one chunked collection, in one pass over the queries.
 
     (d) fuses the (b) and (c) chunk rankings with helpers.hybrid.rrf, the formula of Qdrant's RRF, instead of a third
@@ -243,12 +275,16 @@ def evaluate_chunks(qdrant: QdrantClient, client: ollama.Client, model: str, dat
     retrieve(..., hybrid=True) (one query_points, two prefetch branches) runs too: its ranking is compared and timed.
     """
     progress(f"(b): embedding {len(chunks)} texts from {len(data.docs)} documents")
-    ingest_s, cached = ingest(qdrant, client, model, "b", chunks,
-                              cache_file(data, model, backend, "b", [embedding_text(c) for c in chunks]))
+    ingest_s, cached = ingest(
+        qdrant, client, model, "b", chunks, cache_file(data, model, backend, "b", [embedding_text(c) for c in chunks])
+    )
     limit = (DEPTH + 1) * (max(c.index for c in chunks) + 1)  # chunks enough to hold DEPTH + 1 documents
     doc_of = {c.id: c.doc_id for c in chunks}
-    names = ["(b) workshop chunks, best chunk per doc", "(c) BM25 over the chunks (Qdrant)",
-             "(d) hybrid: (b) + (c) fused by RRF"]
+    names = [
+        "(b) workshop chunks, best chunk per doc",
+        "(c) BM25 over the chunks (Qdrant)",
+        "(d) hybrid: (b) + (c) fused by RRF",
+    ]
     lists: dict[str, list] = {n: [] for n in names}
     seconds = dict.fromkeys(names, 0.0)
     check = {"queries": 0, "same_top10_docs": 0, "qdrant_hybrid_s": 0.0, "ndcg10_qdrant": 0.0, "ndcg10_rrf": 0.0}
@@ -303,19 +339,30 @@ def explain(a: Result, b: Result, data: Dataset, chunks: Sequence[Chunk]) -> str
     split = len({c.doc_id for c in chunks if c.index > 0})
     long_docs = sum(count_tokens(embedding_text(c)) + 2 > EMBED_MAX_TOKENS for c in whole_documents(data.docs))
     delta = b.ndcg10 - a.ndcg10
-    facts = (f"{split} of {len(data.docs)} documents are split into several chunks; (a) truncates {long_docs} "
-             f"documents at {EMBED_MAX_TOKENS} tokens")
+    facts = (
+        f"{split} of {len(data.docs)} documents are split into several chunks; (a) truncates {long_docs} "
+        f"documents at {EMBED_MAX_TOKENS} tokens"
+    )
     if abs(delta) < 0.005:
         return f"(b) - (a) = {delta:+.4f} nDCG@10, within noise: {facts}, (b) reads all of them."
     if delta < 0:
-        return (f"(b) - (a) = {delta:+.4f} nDCG@10: {facts}; a claim tends to match an abstract as a whole, and "
-                "(b) scores each document by one chunk, which carries only part of it.")
-    return (f"(b) - (a) = {delta:+.4f} nDCG@10: {facts}; (b) also reads the text past the cut and matches a claim "
-            "against the one passage that states it.")
+        return (
+            f"(b) - (a) = {delta:+.4f} nDCG@10: {facts}; a claim tends to match an abstract as a whole, and "
+            "(b) scores each document by one chunk, which carries only part of it."
+        )
+    return (
+        f"(b) - (a) = {delta:+.4f} nDCG@10: {facts}; (b) also reads the text past the cut and matches a claim "
+        "against the one passage that states it."
+    )
 
 
-def run(folder: Path, limit_docs: int | None = None, limit_queries: int | None = None, url: str | None = None,
-        skip_whole: bool = False) -> dict:
+def run(
+    folder: Path,
+    limit_docs: int | None = None,
+    limit_queries: int | None = None,
+    url: str | None = None,
+    skip_whole: bool = False,
+) -> dict:
     """Every configuration on the dataset (embedding with the stand-in at url if given); every number printed."""
     started, load_at_start = time.perf_counter(), load_note()
     data = load_dataset(folder, limit_docs, limit_queries)
@@ -329,18 +376,25 @@ def run(folder: Path, limit_docs: int | None = None, limit_queries: int | None =
         results = [*whole_row, *chunk_rows]
     reference = published_reference(folder)
     bm25_ref = PUBLISHED_BM25.get(data.name.lower())
-    return {"dataset": data.name, "path": str(folder.resolve()), "documents": len(data.docs),
-            "queries": len(data.queries), "subset": limit_docs is not None or limit_queries is not None,
-            "backend": backend, "embed_model": model, "batch_size": BATCH_SIZE,
-            "results": [asdict(r) for r in results],
-            "explanation": "" if skip_whole else explain(results[0], results[1], data, chunked),
-            "fusion_check": fusion_check,
-            "reference": asdict(reference) if reference else None,
-            "acceptance_ndcg10": ACCEPTANCE_NDCG10.get(data.name.lower()),
-            "acceptance_hybrid_ndcg10": ACCEPTANCE_HYBRID_NDCG10.get(data.name.lower()),
-            "published_bm25": list(bm25_ref) if bm25_ref else None,
-            "wall_s": time.perf_counter() - started,
-            "load": f"{load_at_start} at the start, {load_note()} at the end"}
+    return {
+        "dataset": data.name,
+        "path": str(folder.resolve()),
+        "documents": len(data.docs),
+        "queries": len(data.queries),
+        "subset": limit_docs is not None or limit_queries is not None,
+        "backend": backend,
+        "embed_model": model,
+        "batch_size": BATCH_SIZE,
+        "results": [asdict(r) for r in results],
+        "explanation": "" if skip_whole else explain(results[0], results[1], data, chunked),
+        "fusion_check": fusion_check,
+        "reference": asdict(reference) if reference else None,
+        "acceptance_ndcg10": ACCEPTANCE_NDCG10.get(data.name.lower()),
+        "acceptance_hybrid_ndcg10": ACCEPTANCE_HYBRID_NDCG10.get(data.name.lower()),
+        "published_bm25": list(bm25_ref) if bm25_ref else None,
+        "wall_s": time.perf_counter() - started,
+        "load": f"{load_at_start} at the start, {load_note()} at the end",
+    }
 
 
 def verdict(report: dict, prefix: str = "(a)", key: str = "acceptance_ndcg10") -> str:
@@ -356,12 +410,22 @@ def verdict(report: dict, prefix: str = "(a)", key: str = "acceptance_ndcg10") -
 
 def format_report(report: dict) -> str:
     """The results table with the published figures and the acceptance bars."""
-    rows = [[r["name"], str(r["vectors"]), f"{r['ndcg10']:.4f}", f"{r['recall100']:.4f}",
-             "cached" if r.get("cached") else f"{r['docs_per_s']:.1f}", f"{r['queries_per_s']:.1f}"]
-            for r in report["results"]]
+    rows = [
+        [
+            r["name"],
+            str(r["vectors"]),
+            f"{r['ndcg10']:.4f}",
+            f"{r['recall100']:.4f}",
+            "cached" if r.get("cached") else f"{r['docs_per_s']:.1f}",
+            f"{r['queries_per_s']:.1f}",
+        ]
+        for r in report["results"]
+    ]
     ref = report["reference"]
     if ref:
-        rows.append([f"published {REFERENCE_MODEL} (MTEB)", "-", f"{ref['ndcg10']:.4f}", f"{ref['recall100']:.4f}", "-", "-"])
+        rows.append(
+            [f"published {REFERENCE_MODEL} (MTEB)", "-", f"{ref['ndcg10']:.4f}", f"{ref['recall100']:.4f}", "-", "-"]
+        )
     bm25 = report.get("published_bm25")
     if bm25:
         rows.append(["published BM25 (BEIR / Anserini)", "-", f"{bm25[0]:.3f}-{bm25[1]:.3f}", "-", "-", "-"])
@@ -383,16 +447,21 @@ def format_report(report: dict) -> str:
         f"(a) vs acceptance bar: {verdict(report)}",
         f"(d) vs acceptance bar: {verdict(report, '(d)', 'acceptance_hybrid_ndcg10')}",
         *([report["explanation"]] if report["explanation"] else []),
-        *([f"(d) is helpers.hybrid.rrf (k {RRF_K}) over the (b) and (c) chunk rankings; Qdrant's own fusion "
-           f"(retrieve(..., hybrid=True), one query_points with two prefetch branches) gave the same top-10 documents "
-           f"on {check['same_top10_docs']} of the first {check['queries']} queries (equal RRF scores may be ordered "
-           f"apart; mean nDCG@10 there {check['ndcg10_qdrant'] * CHECKED_FUSIONS / check['queries']:.4f} Qdrant vs "
-           f"{check['ndcg10_rrf'] * CHECKED_FUSIONS / check['queries']:.4f} ours), at "
-           f"{check['queries'] / check['qdrant_hybrid_s']:.1f} queries/s"] if check.get("queries") else []),
-        f"published figure from: {ref['source'] if ref else 'none found'}"
-        + (f"; BM25: {bm25[2]}" if bm25 else ""),
+        *(
+            [
+                f"(d) is helpers.hybrid.rrf (k {RRF_K}) over the (b) and (c) chunk rankings; Qdrant's own fusion "
+                f"(retrieve(..., hybrid=True), one query_points with two prefetch branches) gave the same top-10 documents "
+                f"on {check['same_top10_docs']} of the first {check['queries']} queries (equal RRF scores may be ordered "
+                f"apart; mean nDCG@10 there {check['ndcg10_qdrant'] * CHECKED_FUSIONS / check['queries']:.4f} Qdrant vs "
+                f"{check['ndcg10_rrf'] * CHECKED_FUSIONS / check['queries']:.4f} ours), at "
+                f"{check['queries'] / check['qdrant_hybrid_s']:.1f} queries/s"
+            ]
+            if check.get("queries")
+            else []
+        ),
+        f"published figure from: {ref['source'] if ref else 'none found'}" + (f"; BM25: {bm25[2]}" if bm25 else ""),
         f"query's own id left out of its ranking, as BEIR/MTEB do: affected {own} queries",
-        f"ingest = embedding + upsert (\"cached\": embeddings read from the cache); wall time {report['wall_s']:.0f} s, "
+        f'ingest = embedding + upsert ("cached": embeddings read from the cache); wall time {report["wall_s"]:.0f} s, '
         f"measured under {report['load']}",
     ]
     return "\n".join(lines)
@@ -400,7 +469,7 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark on DATASET_DIR and print the table (it reports; it does not fail on a MISS)."""
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.retrieval", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.retrieval", description=__doc__.split("\n")[0])
     parser.add_argument("dataset", type=Path, help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/test.tsv")
     parser.add_argument("--limit-docs", type=int, help="keep the first N documents (plus every judged one)")
     parser.add_argument("--limit-queries", type=int, help="keep the first N test queries")

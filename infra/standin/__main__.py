@@ -1,4 +1,4 @@
-"""Command line of the offline stand-in: python -m helpers.offline {serve,start,stop,status}."""
+"""Command line of the offline stand-in: python -m infra.standin {serve,start,stop,status}."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import signal
 import sys
 
 from helpers.config import REPO_ROOT, read_settings
-from helpers.offline.launcher import (
+from infra.standin.launcher import (
     StandInError,
     ensure_stand_in,
     is_ours,
@@ -24,7 +24,7 @@ from helpers.offline.launcher import (
 
 def serve(port: int) -> int:
     """Load the models, bind 127.0.0.1:port and serve until SIGTERM or Ctrl-C."""
-    from helpers.offline.server import Registry, make_server
+    from infra.standin.server import Registry, make_server
 
     settings = read_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -42,8 +42,13 @@ def serve(port: int) -> int:
     # uvicorn handles SIGTERM itself, then re-raises it to the previous handler: make that one harmless,
     # so that the cleanup below runs.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    log.info("serving %s on http://127.0.0.1:%d (pid %d, checkout %s)", ", ".join(registry.models), port,
-             os.getpid(), REPO_ROOT)
+    log.info(
+        "serving %s on http://127.0.0.1:%d (pid %d, checkout %s)",
+        ", ".join(registry.models),
+        port,
+        os.getpid(),
+        REPO_ROOT,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -57,7 +62,7 @@ def serve(port: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command and run it."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.offline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m infra.standin", description=__doc__)
     parser.add_argument("command", choices=["serve", "start", "stop", "status"])
     parser.add_argument("--port", type=int, default=None, help="default: WORKSHOP_STAND_IN_PORT or 11435")
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Support code for the tests (browsers, served apps, reference models, prompts); no tests here."""

@@ -23,7 +23,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from infra.standin.launcher import ensure_stand_in, missing_packages
 
         if not missing_packages():
-            _, _started_here = ensure_stand_in(settings)
+            _, _started_here = ensure_stand_in()  # the stand-in reads its own settings from the same environment
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -31,4 +31,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _started_here:
         from infra.standin.launcher import stop_stand_in
 
-        stop_stand_in(read_settings())
+        stop_stand_in()

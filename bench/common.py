@@ -34,7 +34,8 @@ def free_port() -> int:
 def serve(port: int, chat_threads: int | None = None) -> None:
     """Load the stand-in's models (chat model with chat_threads llama.cpp threads if given) and serve port."""
     from infra.standin.models import ChatModel
-    from infra.standin.server import Registry, canonical, make_server
+    from infra.standin.registry import Registry, canonical
+    from infra.standin.server import make_server
 
     registry = Registry()
     if chat_threads:

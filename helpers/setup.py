@@ -6,7 +6,11 @@ cfg = setup()
 
 from __future__ import annotations
 
+import os
 import platform
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -14,12 +18,15 @@ import ollama
 
 from helpers.config import (
     OLLAMA_CHAT_MODEL,
+    REPO_ROOT,
     STAND_IN_CHAT_MODEL,
     Settings,
     probe_ollama,
     read_settings,
 )
 from helpers.resilience import make_client
+
+STAND_IN_START_S = 180.0  # loading both models on a busy 2-core machine; the launcher itself waits 120 s
 
 
 class SetupError(RuntimeError):
@@ -53,6 +60,38 @@ def _pkg(name: str) -> str:
         return "-"
 
 
+def start_stand_in(settings: Settings) -> str:
+    """Start (or reuse) the offline stand-in as a process, `python -m infra.standin start`; its URL, or SetupError."""
+    env = {
+        **os.environ,
+        "WORKSHOP_STAND_IN_PORT": str(settings.stand_in_port),
+        "WORKSHOP_STATE_DIR": str(settings.state_dir),
+    }
+    if settings.chat_gguf:
+        env["WORKSHOP_CHAT_GGUF"] = settings.chat_gguf
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "infra.standin", "start"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=STAND_IN_START_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise SetupError(
+            f"The offline stand-in did not start within {STAND_IN_START_S:.0f} s: see "
+            f"{settings.state_dir / 'stand-in.log'}, or run `.venv/bin/python -m infra.standin start` in a terminal."
+        ) from exc
+    if done.returncode != 0:
+        raise SetupError(
+            done.stderr.strip() or done.stdout.strip() or f"`python -m infra.standin start` failed ({done.returncode})"
+        )
+    found = re.search(r"http://127\.0\.0\.1:\d+", done.stdout)
+    return found.group(0) if found else f"http://127.0.0.1:{settings.stand_in_port}"
+
+
 def find_backend(settings: Settings) -> tuple[str, str, dict]:
     """(backend, host, /api/version answer) of the Ollama to use, starting the stand-in when none answers."""
     if not settings.force_offline:
@@ -60,12 +99,7 @@ def find_backend(settings: Settings) -> tuple[str, str, dict]:
         if info is not None:
             backend = "stand-in" if info.get("workshop_stand_in") else "ollama"
             return backend, settings.ollama_host, info
-    from infra.standin.launcher import StandInError, ensure_stand_in
-
-    try:
-        host, _ = ensure_stand_in(settings)
-    except StandInError as exc:
-        raise SetupError(str(exc)) from exc
+    host = start_stand_in(settings)
     return "stand-in", host, probe_ollama(host) or {}
 
 

@@ -59,7 +59,8 @@ def stand_in() -> Iterator[tuple[str, object]]:
     """(base URL, server) of a stand-in serving the real models in a background thread."""
     if missing_packages():
         pytest.skip("offline extra not installed (make install-offline)")
-    from infra.standin.server import Registry, make_server
+    from infra.standin.registry import Registry
+    from infra.standin.server import make_server
 
     server = make_server(free_port(), Registry())
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -17,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import ollama
 import pytest
 
-from helpers.config import REPO_ROOT, read_settings
 from infra.standin.launcher import (
     StandInError,
     ensure_stand_in,
@@ -27,6 +26,7 @@ from infra.standin.launcher import (
     process_is_our_stand_in,
     stop_stand_in,
 )
+from infra.standin.settings import REPO_ROOT, read_settings
 from tests.conftest import free_port, needs_offline
 
 

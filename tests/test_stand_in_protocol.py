@@ -25,7 +25,8 @@ import pytest
 
 from helpers.config import REPO_ROOT
 from infra.standin.models import GenerationStats, SamplingOptions, TemplateRejectedError
-from infra.standin.server import Registry, Served, make_server
+from infra.standin.registry import Registry, Served
+from infra.standin.server import make_server
 from tests.conftest import free_port
 
 CHAT = "fake-chat:latest"

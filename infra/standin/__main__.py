@@ -8,8 +8,8 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 
-from helpers.config import REPO_ROOT, read_settings
 from infra.standin.launcher import (
     StandInError,
     ensure_stand_in,
@@ -20,16 +20,17 @@ from infra.standin.launcher import (
     stand_in_url,
     stop_stand_in,
 )
+from infra.standin.settings import REPO_ROOT, SettingsError, StandInSettings, read_settings
 
 
-def serve(port: int) -> int:
+def serve(settings: StandInSettings, port: int) -> int:
     """Load the models, bind 127.0.0.1:port and serve until SIGTERM or Ctrl-C."""
-    from infra.standin.server import Registry, make_server
+    from infra.standin.registry import Registry
+    from infra.standin.server import make_server
 
-    settings = read_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger("workshop.stand-in")
-    registry = Registry(chat_gguf=settings.chat_gguf, chat_name=os.environ.get("WORKSHOP_CHAT_NAME"))
+    registry = Registry(chat_gguf=settings.chat_gguf, chat_name=settings.chat_name)
     for served in registry.models.values():
         served.get()  # warm: the readiness probe answers only once the models are loaded
     try:
@@ -66,9 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["serve", "start", "stop", "status"])
     parser.add_argument("--port", type=int, default=None, help="default: WORKSHOP_STAND_IN_PORT or 11435")
     args = parser.parse_args(argv)
-    settings = read_settings()
+    try:
+        settings = read_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.port:
+        settings = replace(settings, stand_in_port=args.port)
     if args.command == "serve":
-        return serve(args.port or settings.stand_in_port)
+        return serve(settings, settings.stand_in_port)
     if args.command == "start":
         try:
             url, started = ensure_stand_in(settings)

@@ -1,4 +1,7 @@
-"""Start, reuse and stop the offline stand-in as a background process shared by all notebooks."""
+"""Start, reuse and stop the offline stand-in as a background process shared by all notebooks.
+
+Standard library only, and no server code: `python -m infra.standin start` runs this, and so does setup().
+"""
 
 from __future__ import annotations
 
@@ -9,26 +12,28 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from helpers.config import REPO_ROOT, Settings, probe_ollama, read_settings
+from infra.standin.settings import REPO_ROOT, StandInSettings, read_settings
 
 
 class StandInError(RuntimeError):
     """The stand-in could not be started; the message says what to do."""
 
 
-def stand_in_url(settings: Settings) -> str:
+def stand_in_url(settings: StandInSettings) -> str:
     """Base URL of the stand-in (always loopback)."""
     return f"http://127.0.0.1:{settings.stand_in_port}"
 
 
-def pid_file(settings: Settings) -> Path:
+def pid_file(settings: StandInSettings) -> Path:
     """Where the running stand-in records its pid and port."""
     return settings.state_dir / "stand-in.pid"
 
 
-def log_file(settings: Settings) -> Path:
+def log_file(settings: StandInSettings) -> Path:
     """The stand-in's log."""
     return settings.state_dir / "stand-in.log"
 
@@ -53,9 +58,19 @@ def _installed(module: str) -> bool:
         return False
 
 
+def probe(url: str, *, timeout: float = 2.0) -> dict | None:
+    """GET /api/version; the JSON body if an Ollama-compatible server answers at url, else None."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=timeout) as resp:
+            body = json.loads(resp.read().decode("utf-8"))
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return body if isinstance(body, dict) and "version" in body else None
+
+
 def stand_in_info(url: str, timeout: float = 1.0) -> dict | None:
     """/api/version of the workshop's stand-in at url (pid, checkout, port, models), or None if none answers."""
-    info = probe_ollama(url, timeout=timeout)
+    info = probe(url, timeout=timeout)
     return info if info and info.get("workshop_stand_in") else None
 
 
@@ -77,7 +92,17 @@ def other_port_hint(port: int) -> str:
     )
 
 
-def ensure_stand_in(settings: Settings | None = None, timeout: float = 120.0) -> tuple[str, bool]:
+def environment(settings: StandInSettings) -> dict[str, str]:
+    """The environment variables that make a `serve` child use these settings."""
+    env = {"WORKSHOP_STAND_IN_PORT": str(settings.stand_in_port), "WORKSHOP_STATE_DIR": str(settings.state_dir)}
+    if settings.chat_gguf:
+        env["WORKSHOP_CHAT_GGUF"] = settings.chat_gguf
+    if settings.chat_name:
+        env["WORKSHOP_CHAT_NAME"] = settings.chat_name
+    return env
+
+
+def ensure_stand_in(settings: StandInSettings | None = None, *, timeout: float = 120.0) -> tuple[str, bool]:
     """Reuse this checkout's running stand-in or start one; returns (base URL, started_now)."""
     settings = settings or read_settings()
     url = stand_in_url(settings)
@@ -91,7 +116,7 @@ def ensure_stand_in(settings: Settings | None = None, timeout: float = 120.0) ->
             f"({info.get('checkout', 'an older version')}, pid {info.get('pid', '?')}; perhaps "
             f"another user's). It is left alone. " + other_port_hint(port)
         )
-    if probe_ollama(url) is not None:
+    if probe(url) is not None:
         raise StandInError(f"Port {port} is taken by another Ollama server. " + other_port_hint(port))
     missing = missing_packages()
     if missing:
@@ -109,7 +134,7 @@ def ensure_stand_in(settings: Settings | None = None, timeout: float = 120.0) ->
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "WORKSHOP_STATE_DIR": str(settings.state_dir)},
+            env={**os.environ, **environment(settings)},
             start_new_session=True,  # outlives the notebook kernel; shared by all notebooks
         )
     deadline, exited_at = time.monotonic() + timeout, None
@@ -155,7 +180,7 @@ def process_is_our_stand_in(pid: int) -> bool:
     return b"infra.standin" in args and b"serve" in args and cwd == REPO_ROOT
 
 
-def verified_pid(settings: Settings) -> int | None:
+def verified_pid(settings: StandInSettings) -> int | None:
     """The pid in the pid file if it is this checkout's stand-in (its /api/version or its command line says so)."""
     try:
         record = json.loads(pid_file(settings).read_text())
@@ -182,7 +207,7 @@ def _exited(pid: int) -> bool:
     return False
 
 
-def stop_stand_in(settings: Settings | None = None, timeout: float = 10.0) -> bool:
+def stop_stand_in(settings: StandInSettings | None = None, *, timeout: float = 10.0) -> bool:
     """Stop this checkout's stand-in named by the pid file, once verified; True if one was stopped.
 
     A stale pid file (after a reboot its pid may be anybody's process) is removed and nobody is signalled.

@@ -1,0 +1,208 @@
+"""Chat and generate requests as jobs: checked up front, queued for the model, Ollama's lines out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from infra.standin.errors import ApiError, error_text
+from infra.standin.jobs import Job, answer, queued
+from infra.standin.models.embedder import EMBED_MAX_TOKENS
+from infra.standin.models.sampling import GenerationStats, SamplingOptions
+from infra.standin.registry import Registry, Served, now_iso
+from infra.standin.toolcalls import call_tools, template_messages, tool_call_message
+from infra.standin.validation import check_messages, check_tools, field_of, keep_alive_seconds
+
+
+def common_fields(registry: Registry, body: dict) -> tuple[Served, SamplingOptions, object, bool, float | None]:
+    """Model, options, grammar, stream and keep_alive of a chat/generate request, all checked up front."""
+    m = registry.find(body.get("model"), "chat")
+    stream = field_of(body, "stream", (bool,), "true or false (a JSON boolean)", True)
+    keep_alive = keep_alive_seconds(body)
+    think = field_of(body, "think", (bool, str), 'true, false or "high"/"medium"/"low"', False)
+    if think:
+        raise ApiError(400, f'"{m.name}" does not support thinking')
+    top = field_of(body, "top_logprobs", (int,), "an integer", 0)
+    if not 0 <= top <= 20:
+        raise ApiError(400, "top_logprobs must be between 0 and 20")
+    want_logprobs = field_of(body, "logprobs", (bool,), "true or false", False)
+    try:
+        opts = SamplingOptions.from_request(body.get("options"))
+        opts.top_logprobs = top if want_logprobs else -1  # -1: no logprobs asked (Ollama ignores top_logprobs alone)
+        grammar = m.grammar(body.get("format"))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from exc
+    return m, opts, grammar, stream, keep_alive
+
+
+def final_fields(stats: GenerationStats, load_ns: int, started_ns: int) -> dict:
+    """The metric fields of a final Ollama response (durations in nanoseconds)."""
+    return {
+        "done_reason": stats.done_reason,
+        "done": True,
+        "total_duration": time.perf_counter_ns() - started_ns,
+        "load_duration": load_ns,
+        "prompt_eval_count": stats.prompt_eval_count,
+        "prompt_eval_duration": stats.prompt_eval_duration,
+        "eval_count": stats.eval_count,
+        "eval_duration": stats.eval_duration,
+    }
+
+
+def generation_job(
+    m: Served,
+    opts: SamplingOptions,
+    grammar: object,
+    keep_alive: float | None,
+    make_prompt: Callable[[object], str],
+    shape: Callable[[str], dict],
+    finish: Callable[[str], dict] | None = None,
+) -> Job:
+    """Queue for the model and generate in a worker thread: Ollama's lines, the last one with the metrics.
+
+    With `finish` (a constrained tool call), the pieces are collected, not streamed, and finish(text) is the one line
+    sent before the last, as Ollama sends a call whole once it has parsed it.
+    """
+    started = time.perf_counter_ns()
+
+    def body(model: object, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
+        prompt = make_prompt(model)  # a template that rejects the messages raises here, before any line
+        stats = GenerationStats(logprobs=[] if opts.top_logprobs >= 0 else None)
+        pieces = model.stream(prompt, opts, grammar, stats)
+        collected, sent = [], 0
+
+        def logprobs() -> dict:  # the entries of the tokens decoded since the last line
+            nonlocal sent
+            if stats.logprobs is None:
+                return {}
+            new, sent = stats.logprobs[sent:], len(stats.logprobs)
+            return {"logprobs": new} if new else {}
+
+        try:
+            for piece in pieces:
+                if cancelled.is_set():
+                    return
+                if finish is not None:
+                    collected.append(piece)
+                    continue
+                yield {"model": m.name, "created_at": now_iso(), **shape(piece), **logprobs(), "done": False}
+        finally:
+            pieces.close()
+        if finish is not None:
+            yield {"model": m.name, "created_at": now_iso(), **finish("".join(collected)), **logprobs(), "done": False}
+        yield {
+            "model": m.name,
+            "created_at": now_iso(),
+            **shape(""),
+            **logprobs(),
+            **final_fields(stats, load_ns, started),
+        }
+
+    return Job(queued(m, keep_alive, body))
+
+
+async def generation(
+    request: Request,
+    m: Served,
+    opts: SamplingOptions,
+    grammar: object,
+    stream: bool,
+    keep_alive: float | None,
+    make_prompt: Callable[[object], str],
+    shape: Callable[[str], dict],
+    text_of: Callable[[dict], str],
+    finish: Callable[[str], dict] | None = None,
+) -> Response:
+    """Queue for the model, generate in a worker thread, answer streamed or whole."""
+
+    def merge(lines: list[dict]) -> dict:
+        merged = {**lines[-1], **shape("".join(text_of(x) for x in lines[:-1]))}
+        calls = [c for x in lines for c in (x.get("message") or {}).get("tool_calls") or []]
+        if calls:
+            merged["message"]["tool_calls"] = calls
+        entries = [e for x in lines for e in x.get("logprobs") or []]
+        if entries:
+            merged["logprobs"] = entries
+        return merged
+
+    return await answer(
+        request, generation_job(m, opts, grammar, keep_alive, make_prompt, shape, finish), stream, merge
+    )
+
+
+def chat_plan(registry: Registry, body: dict, choice: object = "auto") -> dict:
+    """Everything a chat request needs, checked before it queues (the /api/chat and /v1 handlers share it)."""
+    m, opts, grammar, stream, keep_alive = common_fields(registry, body)
+    messages = check_messages(body.get("messages") if body.get("messages") is not None else [], m.name)
+    tools = check_tools(body.get("tools"))
+    calls = call_tools(messages, tools, choice)
+    if calls:
+        try:
+            grammar = m.tool_grammar(calls)  # a call replaces `format`: the arguments follow the tool's schema
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from exc
+    prompt_messages = template_messages(messages, calls)
+    return {
+        "m": m,
+        "opts": opts,
+        "grammar": grammar,
+        "stream": stream,
+        "keep_alive": keep_alive,
+        "messages": messages,
+        "make_prompt": lambda model: model.chat_prompt(prompt_messages, opts.num_ctx),
+        "shape": lambda piece: {"message": {"role": "assistant", "content": piece}},
+        "finish": (lambda text: {"message": tool_call_message(text)}) if calls else None,
+    }
+
+
+async def load_only(request: Request, m: Served, keep_alive: float | None, shape: dict) -> Response:
+    """An empty chat/prompt: load the model (done_reason "load"), or unload it with keep_alive 0 ("unload")."""
+
+    def work(cancelled: threading.Event) -> Iterator[dict]:
+        if not m.lock.acquire(cancelled):
+            return
+        try:
+            if keep_alive == 0:
+                m.unload()
+            else:
+                m.get()
+            yield {}
+        finally:
+            m.lock.release()
+
+    kind, value = await Job(work).next(request)
+    if kind == "error":
+        raise ApiError(*error_text(value))
+    if kind != "item":
+        raise ClientDisconnect()
+    reason = "unload" if keep_alive == 0 else "load"
+    return JSONResponse({"model": m.name, "created_at": now_iso(), **shape, "done_reason": reason, "done": True})
+
+
+async def vectors(
+    request: Request, m: Served, texts: list[str], truncate: bool, keep_alive: float | None
+) -> tuple[list[list[float]], int, int]:
+    """Embed texts in the model's queue: (vectors, tokens, load_ns)."""
+
+    def body(model: object, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
+        if not truncate:
+            too_long = [i for i, n in enumerate(model.count_tokens(texts)) if n > EMBED_MAX_TOKENS]
+            if too_long:
+                raise ApiError(
+                    400,
+                    f"input {too_long[0]} exceeds the model's context length "
+                    f"({EMBED_MAX_TOKENS} tokens); send shorter text or truncate=true",
+                )
+        vecs, n_tokens = model.embed(texts) if texts else ([], 0)
+        yield {"vectors": [[float(x) for x in v] for v in vecs], "tokens": n_tokens, "load_ns": load_ns}
+
+    kind, value = await Job(queued(m, keep_alive, body)).next(request)
+    if kind == "error":
+        raise ApiError(*error_text(value))
+    if kind != "item":
+        raise ClientDisconnect()
+    return value["vectors"], value["tokens"], value["load_ns"]

@@ -1,0 +1,211 @@
+"""Model calls in worker threads: a FIFO queue per model, a job per request, and the answer streamed or whole.
+
+- model calls block, so each runs in a worker thread; requests for one model wait in a FIFO queue;
+- a streamed answer commits to HTTP 200 only once its first line is there, so an early error is a
+  proper status + {"error": ...}; an error after that is an {"error": ...} NDJSON line, as Ollama sends;
+- a client that disconnects (streamed or not, queued or generating) cancels its request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+if TYPE_CHECKING:
+    from infra.standin.registry import Served
+
+from infra.standin.errors import ApiError, error_text
+
+log = logging.getLogger("workshop.stand-in")
+
+POLL_S = 0.1  # how often a waiting request checks whether its client is still there
+
+
+class FifoLock:
+    """A lock that serves waiters in arrival order; a waiter whose client is gone leaves the queue."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._queue: deque[object] = deque()
+        self._held = False
+
+    def acquire(self, cancelled: threading.Event | None = None) -> bool:
+        """Wait for our turn; False (and out of the queue) if `cancelled` is set first."""
+        me = object()
+        with self._cv:
+            self._queue.append(me)
+            while self._held or self._queue[0] is not me:
+                if cancelled is not None and cancelled.is_set():
+                    self._queue.remove(me)
+                    self._cv.notify_all()
+                    return False
+                self._cv.wait(timeout=POLL_S)
+            self._queue.popleft()
+            self._held = True
+            return True
+
+    def release(self) -> None:
+        """Hand the lock to the next waiter."""
+        with self._cv:
+            self._held = False
+            self._cv.notify_all()
+
+    def __enter__(self) -> FifoLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @property
+    def waiting(self) -> int:
+        """Requests holding or waiting for the lock."""
+        with self._cv:
+            return len(self._queue) + self._held
+
+
+class Job:
+    """A blocking model call in a worker thread; what it yields reaches the event loop through a queue."""
+
+    def __init__(self, work: Callable[[threading.Event], Iterator[dict]]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.items: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self._get: asyncio.Future | None = None
+        self._checked = time.monotonic()
+        threading.Thread(target=self._run, args=(work,), daemon=True, name="stand-in-job").start()
+
+    def _put(self, kind: str, value: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.items.put_nowait, (kind, value))
+        except RuntimeError:  # the server has shut down its loop
+            pass
+
+    def _run(self, work: Callable[[threading.Event], Iterator[dict]]) -> None:
+        try:
+            lines = work(self.cancelled)
+            try:
+                for line in lines:
+                    if self.cancelled.is_set():
+                        break
+                    self._put("item", line)
+            finally:
+                lines.close()
+        except Exception as exc:  # handed to the request, which answers with it
+            self._put("error", exc)
+        finally:
+            self._put("end", None)
+
+    async def next(self, request: Request) -> tuple[str, object]:
+        """("item", line), ("error", exc) or ("end", None); ("gone", None) once the client has disconnected."""
+        if self._get is None:
+            self._get = asyncio.ensure_future(self.items.get())
+        while True:
+            done, _ = await asyncio.wait({self._get}, timeout=POLL_S)
+            now = time.monotonic()
+            if now - self._checked >= POLL_S:  # also while lines flow: a busy stream must notice a hang-up too
+                self._checked = now
+                if await request.is_disconnected():
+                    self.cancel()
+                    return "gone", None
+            if done:
+                item, self._get = self._get.result(), None
+                return item
+
+    def cancel(self) -> None:
+        """Stop the work at its next token (or take it out of the queue if it waits there)."""
+        self.cancelled.set()
+        if self._get is not None:
+            self._get.cancel()
+            self._get = None
+
+
+def queued(
+    served: Served, keep_alive: float | None, body: Callable[[object, int, threading.Event], Iterator[dict]]
+) -> Callable[[threading.Event], Iterator[dict]]:
+    """Work that waits its turn for the model, loads it, runs body(model, load_ns, cancelled), honours keep_alive 0."""
+
+    def work(cancelled: threading.Event) -> Iterator[dict]:
+        if not served.lock.acquire(cancelled):
+            log.info("a queued request for %s was cancelled: its client went away", served.name)
+            return
+        try:
+            model, load_ns = served.get()
+            yield from body(model, load_ns, cancelled)
+        finally:
+            if keep_alive == 0:
+                served.unload()
+            served.lock.release()
+
+    return work
+
+
+def ndjson(line: dict) -> bytes:
+    """One NDJSON line."""
+    return (json.dumps(line) + "\n").encode("utf-8")
+
+
+def ndjson_error(message: str) -> bytes:
+    """Ollama's mid-stream error line."""
+    return ndjson({"error": message})
+
+
+async def answer(
+    request: Request,
+    job: Job,
+    stream: bool,
+    merge: Callable[[list[dict]], dict],
+    encode: Callable[[dict], bytes] = ndjson,
+    error_line: Callable[[str], bytes] = ndjson_error,
+    media_type: str = "application/x-ndjson",
+) -> Response:
+    """Pull the first line, then stream (errors as NDJSON lines) or answer one JSON object merged from all.
+
+    encode, error_line and media_type make the stream another API's (the OpenAI-compatible one's SSE).
+    """
+    kind, first = await job.next(request)
+    if kind == "error":
+        raise ApiError(*error_text(first))  # before anything was sent: a proper status + {"error": ...}
+    if kind in {"gone", "end"}:
+        return Response(status_code=499 if kind == "gone" else 500)
+    if not stream:
+        lines = [first]
+        while True:
+            kind, value = await job.next(request)
+            if kind == "item":
+                lines.append(value)
+            elif kind == "error":
+                raise ApiError(*error_text(value))
+            elif kind == "gone":
+                log.info("client went away; generation stopped")
+                return Response(status_code=499)
+            else:
+                return JSONResponse(merge(lines))
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            yield encode(first)
+            while True:
+                kind, value = await job.next(request)
+                if kind == "item":
+                    yield encode(value)
+                elif kind == "error":
+                    yield error_line(error_text(value)[1])  # the API's mid-stream error
+                    return
+                else:
+                    if kind == "gone":
+                        log.info("client hung up mid-stream; generation stopped")
+                    return
+        finally:
+            job.cancel()
+
+    return StreamingResponse(rest(), media_type=media_type)

@@ -1,0 +1,60 @@
+"""all-MiniLM-L6-v2 (int8 ONNX) run by onnxruntime: WordPiece tokens, mean pooling, unit vectors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from infra.standin.models.files import minilm_onnx, minilm_tokenizer_json
+
+EMBED_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence-transformers max_seq_length
+EMBED_DIM = 384
+
+
+class Embedder:
+    """all-MiniLM-L6-v2: WordPiece tokens (max 256), mean pooling over the mask, L2 normalised."""
+
+    def __init__(self, onnx_path: Path | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.path = onnx_path or minilm_onnx()
+        self.tokenizer = Tokenizer.from_file(str(minilm_tokenizer_json()))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Token counts with [CLS]/[SEP], before truncation."""
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, int]:
+        """Unit vectors (n, 384) and the number of tokens processed, after truncation."""
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = [e.ids[:EMBED_MAX_TOKENS] for e in encodings]
+        for seq, enc in zip(ids, encodings):
+            if len(enc.ids) > EMBED_MAX_TOKENS:
+                seq[-1] = enc.ids[-1]  # keep [SEP] last, as the reference tokenizer does
+        out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths, less padding
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(ids[i]) for i in batch)
+            input_ids = np.zeros((len(batch), width), dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, i in enumerate(batch):
+                input_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
+            (hidden,) = self.session.run(
+                ["last_hidden_state"],
+                {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)},
+            )
+            m = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+            out[batch] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return out, sum(len(s) for s in ids)

@@ -1,12 +1,14 @@
 """Fixtures: an in-process stand-in on a free loopback port, reached over real HTTP; the indexed handbook.
 
-Test tiers: every test that uses the real models (the `stand_in`, `client` or `handbook_index` fixtures)
+Test tiers: every test that uses the real models (the fixtures in SLOW_FIXTURES, or the @needs_offline marker)
 and every notebook is marked `slow` here, so `pytest tests -m "not slow"` (make test-fast) needs no
-llama.cpp and runs in seconds.
+llama.cpp and runs in seconds. A test that is not slow runs with WORKSHOP_NO_REAL_MODELS=1: if it loads a real
+model anyway (in this process or in a stand-in it starts), the model refuses to load and the test fails.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from infra.standin.launcher import missing_packages
+from infra.standin.settings import NO_MODELS_VARIABLE
 
 
 def free_port() -> int:
@@ -24,19 +27,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-needs_offline = pytest.mark.skipif(
-    bool(missing_packages()), reason="offline extra not installed (make install-offline)"
-)
+OFFLINE_REASON = "offline extra not installed (make install-offline)"
+needs_offline = pytest.mark.skipif(bool(missing_packages()), reason=OFFLINE_REASON)
 
 
-SLOW_FIXTURES = {"stand_in", "client", "handbook_index", "browser"}
+SLOW_FIXTURES = {"stand_in", "client", "handbook_index", "browser", "bench_stand_in"}
+
+
+def needs_real_models(item: pytest.Item) -> bool:
+    """True for a notebook, a test using a real-model fixture, or a test marked @needs_offline."""
+    offline = any(m.name == "skipif" and m.kwargs.get("reason") == OFFLINE_REASON for m in item.iter_markers())
+    return item.path.suffix == ".ipynb" or offline or bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark slow every test that needs the real models and every notebook (nbmake item)."""
     for item in items:
-        if item.path.suffix == ".ipynb" or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if needs_real_models(item):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of a test that is not slow: forbid real models (WORKSHOP_NO_REAL_MODELS=1), else allow."""
+    if item.get_closest_marker("slow") is None:
+        os.environ[NO_MODELS_VARIABLE] = "1"
+    else:
+        os.environ.pop(NO_MODELS_VARIABLE, None)
 
 
 def wait_until_serving(url: str, timeout: float = 30.0) -> None:

@@ -273,3 +273,21 @@ def test_hang_up_mid_stream_stops_generation(stand_in, client):
     assert lock.waiting == 0, "generation kept running after the client hung up"
     r = client.chat(model=CHAT, messages=Q, options={"num_predict": 4})
     assert r.done and r.eval_count <= 4
+
+
+def test_prompt_eval_duration_is_the_prompts_evaluation(client):
+    """A long cold prompt: prompt_eval_duration is most of the wait for the first piece (main reported ~5 ms of 21 s)."""
+    client.chat(model=CHAT, messages=[], keep_alive=0)  # unloaded: the prompt is evaluated cold
+    client.chat(model=CHAT, messages=[], keep_alive="5m")  # loaded again, so load time is not in the wait below
+    words = " ".join(f"station{i} rule {i}: keep the hatch closed." for i in range(60))
+    start = time.perf_counter()
+    first = None
+    for part in client.chat(
+        model=CHAT, messages=[{"role": "user", "content": words}], stream=True, options={"num_predict": 3}
+    ):
+        first = first or time.perf_counter()
+        final = part
+    assert first is not None and final.done and final.prompt_eval_count > 400
+    waited_ns = (first - start) * 1e9
+    assert final.prompt_eval_duration >= 0.5 * waited_ns, (final.prompt_eval_duration, waited_ns)
+    assert final.total_duration >= final.load_duration + final.prompt_eval_duration + final.eval_duration

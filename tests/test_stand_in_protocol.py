@@ -626,3 +626,30 @@ def test_v1_embeddings_and_models(fake, api):
         oa.models.retrieve("gpt-4o")
     with pytest.raises(openai.BadRequestError):
         oa.embeddings.create(model=EMBED, input=[[1, 2, 3]])
+
+
+def test_embed_echoes_the_model_name_the_client_sent(api):
+    assert api.embed(model="fake-embed", input="x").model == "fake-embed"  # as Ollama does (main: fake-embed:latest)
+    assert api.embed(model=EMBED, input="x").model == EMBED
+
+
+def test_a_failed_tool_call_may_be_retried_and_a_good_result_is_answered_in_text(fake, api):
+    call = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "lookup", "arguments": {}}}]}
+    failed = {"role": "tool", "content": json.dumps({"error": "unknown category 'object'"}), "tool_name": "lookup"}
+    retry = api.chat(model=CHAT, messages=[*USER, call, failed], tools=TOOLS)
+    assert [c.function.name for c in retry.message.tool_calls] == ["lookup"]  # main forced text here
+    ok = {"role": "tool", "content": json.dumps({"result": "42"}), "tool_name": "lookup"}
+    answer = api.chat(model=CHAT, messages=[*USER, call, ok], tools=TOOLS, options={"num_predict": 2})
+    assert answer.message.content == "w0 w1 " and not answer.message.tool_calls
+    text = {"role": "tool", "content": "error: not JSON, so a result", "tool_name": "lookup"}
+    assert not api.chat(model=CHAT, messages=[*USER, call, text], tools=TOOLS).message.tool_calls
+
+
+def test_the_fast_tier_refuses_to_load_a_real_model():
+    from infra.standin.models import ChatModel, Embedder
+    from infra.standin.models.files import RealModelsForbiddenError
+
+    assert os.environ.get("WORKSHOP_NO_REAL_MODELS") == "1"  # set by tests/conftest.py for every test not slow
+    for model in (ChatModel, Embedder):
+        with pytest.raises(RealModelsForbiddenError, match="fast test tier"):
+            model()

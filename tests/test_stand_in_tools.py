@@ -7,6 +7,8 @@ that tool's JSON schema (the grammar guarantees it). Which tool the 135M model p
 
 from __future__ import annotations
 
+import json
+
 import jsonschema
 import ollama
 import pytest
@@ -114,3 +116,23 @@ def test_a_tool_schema_the_grammar_cannot_build_is_a_400(client):
     with pytest.raises(ollama.ResponseError) as err:
         client.chat(model=STAND_IN_CHAT_MODEL, messages=[{"role": "user", "content": "hi"}], tools=bad)
     assert err.value.status_code == 400 and "schema" in err.value.error
+
+
+def test_after_a_failed_call_the_model_may_call_again(client):
+    """A tool result that is a JSON object with an "error" key lets the next answer be a call (a retry)."""
+    messages = [
+        {"role": "user", "content": "Find the snowmobile rules in the handbook."},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "search_handbook", "arguments": {"query": "snowmobile"}}}],
+        },
+        {"role": "tool", "tool_name": "search_handbook", "content": json.dumps({"error": "missing 'category'"})},
+    ]
+    r = client.chat(model=STAND_IN_CHAT_MODEL, messages=messages, tools=STATION, options=OPTIONS)
+    (call,) = r.message.tool_calls
+    declared = {t["function"]["name"]: t["function"]["parameters"] for t in STATION}
+    jsonschema.validate(dict(call.function.arguments), declared[call.function.name])
+    messages[-1] = {"role": "tool", "tool_name": "search_handbook", "content": json.dumps({"result": "max 18 m/s"})}
+    r = client.chat(model=STAND_IN_CHAT_MODEL, messages=messages, tools=STATION, options={**OPTIONS, "num_predict": 20})
+    assert not r.message.tool_calls and r.message.content.strip()

@@ -181,7 +181,7 @@ async def embed(request: Request) -> Response:
     vecs, n_tokens, load_ns = await vectors(request, m, texts, truncate, keep_alive_seconds(body))
     return JSONResponse(
         {
-            "model": m.name,
+            "model": body["model"],  # the name as the client sent it, as Ollama echoes it
             "embeddings": vecs,
             "total_duration": time.perf_counter_ns() - started,
             "load_duration": load_ns,

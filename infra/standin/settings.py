@@ -15,6 +15,7 @@ DEFAULT_PORT = 11435
 CHAT_NAME = "smollm2:135m"  # the name the stand-in serves SmolLM2-135M-Instruct under
 EMBED_NAME = "all-minilm:latest"  # all-MiniLM-L6-v2, 384-d
 PORT_VARIABLE = "WORKSHOP_STAND_IN_PORT"
+NO_MODELS_VARIABLE = "WORKSHOP_NO_REAL_MODELS"  # set by the fast test tier: loading a real model is then an error
 
 
 class SettingsError(ValueError):
@@ -47,6 +48,11 @@ def parse_port(value: str | None) -> int:
             f"or unset it for the default {DEFAULT_PORT}."
         )
     return port
+
+
+def real_models_forbidden() -> bool:
+    """True when WORKSHOP_NO_REAL_MODELS=1 (the fast test tier): no real model may be loaded."""
+    return os.environ.get(NO_MODELS_VARIABLE, "") == "1"
 
 
 def read_settings(env: Mapping[str, str] | None = None) -> StandInSettings:

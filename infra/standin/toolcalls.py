@@ -1,4 +1,14 @@
-"""How the stand-in decides between a tool call and plain text, and how tools and results reach a plain chat template."""
+"""How the stand-in decides between a tool call and plain text, and how tools and results reach a plain chat template.
+
+The call-or-text rule (a 135M model cannot judge whether a tool is needed, so the rule decides, and the grammar
+makes the call well-formed; which tool it picks is the model's guess):
+- no tools, or tool_choice "none" (/v1 only): plain text;
+- tool_choice "required" or a named function (/v1 only): a call (of that function, when named);
+- otherwise ("auto", and always on /api/chat): a call when the last message is not a tool result; after a tool
+  result, plain text (an answer that uses the results), unless that result is a failed call: a `role: "tool"`
+  message whose content is a JSON object with an "error" key. Then the answer may be a call again (a retry,
+  constrained by the grammar as usual), so an agent whose call failed can correct it.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +18,6 @@ import time
 
 from infra.standin.errors import ApiError
 
-# How the stand-in decides between a tool call and plain text (a 135M model cannot judge whether a tool is needed,
-# so the rule decides, and the grammar makes the call well-formed; which tool it picks is the model's guess):
-# - no tools, or tool_choice "none" (/v1 only): plain text;
-# - tool_choice "required" or a named function (/v1 only): a call (of that function, when named);
-# - otherwise ("auto", and always on /api/chat): a call when the last message is not a tool result, plain text
-#   (an answer that uses the results) when it is.
 TOOLS_PROMPT = (
     "You can call these tools (each line: a tool's name, what it does, the JSON schema of its arguments):\n{tools}\n"
     'Reply with one JSON object naming the tool to call and its arguments: {{"name": ..., "arguments": {{...}}}}.'
@@ -21,7 +25,7 @@ TOOLS_PROMPT = (
 
 
 def call_tools(messages: list[dict], tools: list[dict], choice: object = "auto") -> list[dict]:
-    """The tools the answer must call one of ([] for plain text), by the rule above."""
+    """The tools the answer must call one of ([] for plain text), by the rule in this module's docstring."""
     if not tools or choice == "none":
         return []
     if isinstance(choice, str) and choice not in {"auto", "required"}:  # a named function
@@ -29,9 +33,18 @@ def call_tools(messages: list[dict], tools: list[dict], choice: object = "auto")
         if not named:
             raise ApiError(400, f"tool_choice names {choice!r}, which is not among the declared tools")
         return named
-    if choice == "auto" and messages and messages[-1].get("role") == "tool":
+    if choice == "auto" and messages and messages[-1].get("role") == "tool" and not is_failed_call(messages[-1]):
         return []
     return tools
+
+
+def is_failed_call(message: dict) -> bool:
+    """True when a tool result reports a failed call: its content is a JSON object with an "error" key."""
+    try:
+        result = json.loads(message.get("content") or "")
+    except ValueError:
+        return False
+    return isinstance(result, dict) and "error" in result
 
 
 def template_messages(messages: list[dict], tools: list[dict]) -> list[dict]:

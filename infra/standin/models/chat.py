@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from infra.standin.errors import TemplateRejectedError
-from infra.standin.models.files import ModelFilesMissingError, smollm2_gguf
+from infra.standin.models.files import ModelFilesMissingError, refuse_if_forbidden, smollm2_gguf
 from infra.standin.models.grammar import CHECKED_FIRST
 from infra.standin.models.sampling import (
     DEFAULT_NUM_CTX,
@@ -44,6 +44,7 @@ class ChatModel:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        refuse_if_forbidden("ChatModel")
         self.path = Path(path) if path else smollm2_gguf()
         if not self.path.is_file():
             raise ModelFilesMissingError(f"GGUF file not found: {self.path}")
@@ -98,13 +99,14 @@ class ChatModel:
         limit = opts.num_predict if opts.num_predict is not None else STAND_IN_NUM_PREDICT
         limit = budget - len(tokens) if limit < 0 else min(limit, budget - len(tokens))
         self.llm.set_seed(opts.seed if opts.seed is not None else random.randrange(2**31))
+        started = time.perf_counter_ns()  # prompt_eval_duration: the prompt's evaluation and the first token's sampling
         self._evaluate(tokens)
         scanner = StopScanner(opts.stop + self.template_stops)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        started = time.perf_counter_ns()
         first = None
         stats.done_reason = "length"
         if limit <= 0:
+            stats.prompt_eval_duration = time.perf_counter_ns() - started
             return
         record = LogprobRecorder(self.llm, opts.top_logprobs) if stats.logprobs is not None else None
         if getattr(grammar, "checked_first", False):

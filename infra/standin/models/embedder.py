@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.standin.models.files import minilm_onnx, minilm_tokenizer_json
+from infra.standin.models.files import minilm_onnx, minilm_tokenizer_json, refuse_if_forbidden
 
 EMBED_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence-transformers max_seq_length
 EMBED_DIM = 384
@@ -17,6 +17,7 @@ class Embedder:
     """all-MiniLM-L6-v2: WordPiece tokens (max 256), mean pooling over the mask, L2 normalised."""
 
     def __init__(self, onnx_path: Path | None = None, threads: int | None = None) -> None:
+        refuse_if_forbidden("Embedder")
         import onnxruntime as ort
         from tokenizers import Tokenizer
 

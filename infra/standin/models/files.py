@@ -5,9 +5,24 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from infra.standin.settings import NO_MODELS_VARIABLE, real_models_forbidden
+
 
 class ModelFilesMissingError(RuntimeError):
     """A model package is not installed; the message says how to install it."""
+
+
+class RealModelsForbiddenError(RuntimeError):
+    """A real model was to be loaded where none may be (the fast test tier sets WORKSHOP_NO_REAL_MODELS=1)."""
+
+
+def refuse_if_forbidden(what: str) -> None:
+    """Raise RealModelsForbiddenError when WORKSHOP_NO_REAL_MODELS=1: the fast test tier loads no real model."""
+    if real_models_forbidden():
+        raise RealModelsForbiddenError(
+            f"{what}: a real model was about to load with {NO_MODELS_VARIABLE}=1 (the fast test tier). "
+            "A test that needs the real models belongs to the slow tier: use the stand_in/client fixtures or @needs_offline."
+        )
 
 
 def package_dir(dist: str, module: str) -> Path:

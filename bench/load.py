@@ -56,7 +56,7 @@ def single_stream_tps(service: object, questions: list[str]) -> tuple[float, int
     svc = service.state.service
     client, tokens, seconds = ollama.Client(host=svc.cfg.ollama_host), 0, 0.0
     for question in questions:
-        hits = retrieve(svc.qdrant, client, svc.collection, svc.cfg.embed_model, question, k=svc.k)
+        hits = retrieve(client, svc.qdrant, svc.collection, question, embed_model=svc.cfg.embed_model, k=svc.k)
         start = time.perf_counter()
         final = None
         for chunk in client.chat(

@@ -31,7 +31,7 @@ def index(client):
     """Embedded Qdrant holding the chunks of a few handbook documents."""
     qdrant = QdrantClient(":memory:")
     docs = [d for d in load_documents()[0] if d.id in DOCS]
-    index_chunks(qdrant, client, "chat_test", chunk_documents(docs), EMBED_MODEL)
+    index_chunks(client, qdrant, "chat_test", chunk_documents(docs), embed_model=EMBED_MODEL)
     return qdrant
 
 
@@ -50,10 +50,10 @@ def app(client, stand_in, index, tmp_path):
     app = ChatApp(
         client,
         index,
-        cfg,
         "chat_test",
-        HistoryStore(tmp_path / "chat.sqlite"),
-        MetricsLog(),
+        cfg=cfg,
+        history=HistoryStore(tmp_path / "chat.sqlite"),
+        metrics=MetricsLog(),
         k=3,
         options={"num_predict": 30},
     )

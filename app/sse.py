@@ -145,7 +145,8 @@ async def answer_events(
             "done",
             {
                 **usage,
-                "ttft_s": ttft,
+                "ttft_s": ttft,  # from the request's arrival: what the user waited
+                "model_ttft_s": first_at - asked_at,  # from the prompt's sending: the model's own
                 "total_s": time.perf_counter() - started,
                 "tokens_per_s": record.tokens_per_s,
                 "request_id": request_id,

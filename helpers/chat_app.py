@@ -161,7 +161,8 @@ class ChatApp:
         self.last_query = ""
         self.last_error: Exception | None = None
         self.query_filter: models.Filter | None = None  # e.g. only one category of documents
-        self._stop, self._worker = threading.Event(), None
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         self.transcript, self.status, self.sources = widgets.HTML(), widgets.HTML(), widgets.HTML()
         self.input = widgets.Textarea(
             placeholder="Ask about Halvorsen Ridge Station ... (Enter sends)",

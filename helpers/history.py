@@ -140,14 +140,14 @@ class PostgresHistoryStore(HistoryStore):
         self.url = url
         self.path = Path(url.split("@")[-1])  # for display only: no password
         self.lock = threading.Lock()
-        self.db = psycopg.connect(url, autocommit=True)  # reads need no transaction; writes open one
+        self.db = psycopg.connect(url, autocommit=True)  # type: ignore[assignment]  # the same calls as sqlite3's
         with self.lock, self._transaction():
             self.db.execute("SELECT pg_advisory_xact_lock(7012)")  # two processes starting at once: one creates
             self._create()
 
     def _transaction(self) -> AbstractContextManager:
         """A psycopg transaction block (a connection's own `with` would close it)."""
-        return self.db.transaction()
+        return self.db.transaction()  # type: ignore[attr-defined]
 
 
 class HistoryUnavailableError(RuntimeError):
@@ -240,7 +240,7 @@ def llm_rewrite(
     )
     if on_response is not None:
         on_response(response)
-    lines = [line.strip() for line in response.message.content.strip().strip('"').splitlines() if line.strip()]
+    lines = [line.strip() for line in (response.message.content or "").strip().strip('"').splitlines() if line.strip()]
     return lines[0].strip('"') if lines else ""
 
 

@@ -45,7 +45,9 @@ def embed_texts(
         delay=0 if progress else PROGRESS_AFTER_S,
     )
     for start in bar:
-        vectors.extend(client.embed(model=model, input=list(texts[start : start + batch_size])).embeddings)
+        vectors.extend(
+            list(v) for v in client.embed(model=model, input=list(texts[start : start + batch_size])).embeddings
+        )
     return vectors
 
 

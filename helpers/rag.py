@@ -45,7 +45,7 @@ def retrieve(
 ) -> list[Hit]:
     """Embed the query and return the k most similar chunks, best first (hybrid=True: dense + BM25 fused by RRF)."""
     vector = client.embed(model=embed_model, input=query).embeddings[0]
-    return search(qdrant, collection, vector, query, k=k, query_filter=query_filter, hybrid=hybrid)
+    return search(qdrant, collection, list(vector), query, k=k, query_filter=query_filter, hybrid=hybrid)
 
 
 def search(
@@ -70,7 +70,7 @@ def search(
 
 def to_hit(point: models.ScoredPoint) -> Hit:
     """A Qdrant point (with payload) as a Hit."""
-    p = point.payload
+    p = point.payload or {}
     return Hit(p["chunk_id"], p["doc_id"], p.get("title") or "", p["text"], point.score, p)
 
 

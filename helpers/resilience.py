@@ -146,7 +146,8 @@ def open_stream(start: Callable[[], Iterable], *, policy: tenacity.Retrying | No
         pieces = iter(start())
         return pieces, next(pieces)
 
-    pieces, head = (policy or retrying())(first)
+    retry: Any = policy or retrying()
+    pieces, head = retry(first)
     yield head
     yield from pieces
 

@@ -178,7 +178,9 @@ class Telemetry:
         log = logger or logging.getLogger("rag")
         start = time.perf_counter()
         timed = metrics.timed(name, model=model, request_id=REQUEST_ID.get()) if metrics is not None else nullcontext()
-        with timed as record, self.span(name, **({"model": model} if model else {}), **attributes) as span:
+        if model:
+            attributes = {"model": model, **attributes}
+        with timed as record, self.span(name, **attributes) as span:
             try:
                 yield Stage(span, record)
             except BaseException as exc:
@@ -216,7 +218,7 @@ class Telemetry:
         self.provider.force_flush()
         with self.memory.lock:
             spans = list(self.memory.spans)
-        return [s for s in spans if request_id is None or s.attributes.get("request_id") == request_id]
+        return [s for s in spans if request_id is None or (s.attributes or {}).get("request_id") == request_id]
 
     def shutdown(self) -> None:
         """Flush and stop the span processors (sends what is batched to the collector)."""
@@ -227,15 +229,15 @@ def span_tree(spans: Sequence[ReadableSpan]) -> str:
     """The spans as an indented tree: name, duration, status and attributes, children under their parent."""
     by_parent: dict[int | None, list[ReadableSpan]] = {}
     ids = {s.context.span_id for s in spans}
-    for s in sorted(spans, key=lambda s: s.start_time):
+    for s in sorted(spans, key=lambda s: s.start_time or 0):
         parent = s.parent.span_id if s.parent is not None and s.parent.span_id in ids else None
         by_parent.setdefault(parent, []).append(s)
     lines: list[str] = []
 
     def walk(parent: int | None, depth: int) -> None:
         for s in by_parent.get(parent, []):
-            ms = (s.end_time - s.start_time) / 1e6
-            attrs = {k: v for k, v in s.attributes.items() if k != "request_id"}
+            ms = ((s.end_time or 0) - (s.start_time or 0)) / 1e6
+            attrs = {k: v for k, v in (s.attributes or {}).items() if k != "request_id"}
             status = "" if s.status.is_unset or s.status.is_ok else f" ERROR({s.status.description})"
             lines.append(f"{'  ' * depth}{s.name:<{22 - 2 * depth}} {ms:8.1f} ms{status} {attrs or ''}".rstrip())
             walk(s.context.span_id, depth + 1)

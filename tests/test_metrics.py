@@ -55,8 +55,8 @@ def test_generation_record_by_hand(client):
     assert record.duration_s == 1.5 and record.ttft_s == 0.25 and record.tokens_per_s > 0
 
 
-def test_stream_without_final_chunk_is_an_error():
-    with pytest.raises(RuntimeError, match="final chunk"):
+def test_stream_without_final_piece_is_an_error():
+    with pytest.raises(RuntimeError, match="final piece"):
         MetricsLog().stream(iter([]))
 
 

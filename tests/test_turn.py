@@ -16,7 +16,7 @@ from helpers.chat_app import ChatApp
 from helpers.history import HistoryStore, context_query, refers_back
 from helpers.metrics import MetricsLog
 from helpers.rag import Hit
-from helpers.turn import OPTIONS, RagTurn, clean_answer, cited_sources, generation_options
+from helpers.turn import OPTIONS, RagTurn, cited_sources, clean_answer, generation_options
 from infra.background import BackgroundServer
 from tests.support.recording import RecordingProxy
 from tests.support.served import ask, indexed_qdrant, stand_in_config

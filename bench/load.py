@@ -59,10 +59,10 @@ def single_stream_tps(service: object, questions: list[str]) -> tuple[float, int
         hits = retrieve(client, svc.qdrant, svc.collection, question, embed_model=svc.cfg.embed_model, k=svc.k)
         start = time.perf_counter()
         final = None
-        for chunk in client.chat(
+        for piece in client.chat(
             model=svc.cfg.chat_model, messages=build_messages(question, hits), stream=True, options=svc.options
         ):
-            final = chunk if chunk.done else final
+            final = piece if piece.done else final
         seconds += time.perf_counter() - start
         tokens += final.eval_count or 0
     return tokens / seconds, tokens

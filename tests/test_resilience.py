@@ -355,3 +355,26 @@ def test_real_stand_in_behind_the_proxy_retries_and_times_out(stand_in):
             ):
                 received.append(chunk)
         assert len(received) == 2 and time.perf_counter() - start < 120  # the first tokens' time, plus 5 s
+
+
+def test_one_stage_records_the_metric_the_span_and_the_log_line_together():
+    from helpers.metrics import MetricsLog
+
+    metrics, out = MetricsLog(), io.StringIO()
+    tel = Telemetry("test", registry=metrics.registry, endpoint="")
+    logger = json_logs("rag-stage-test", stream=out)
+    with request_context("stage123"):
+        with tel.stage("retrieve", metrics=metrics, model="all-minilm", logger=logger, k=4) as stage:
+            stage.span.set_attribute("hits", 4)
+        with pytest.raises(TimeoutError), tel.stage("rewrite", metrics=metrics, model="m", logger=logger):
+            raise TimeoutError("slow")
+    assert [(r.stage, r.model, r.request_id) for r in metrics.records] == [
+        ("retrieve", "all-minilm", "stage123"),
+        ("rewrite", "m", "stage123"),
+    ]
+    spans = {s.name: s for s in tel.finished("stage123")}
+    assert spans["retrieve"].attributes["hits"] == 4 and spans["rewrite"].status.status_code.name == "ERROR"
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["stage"], line["level"]) for line in lines] == [("retrieve", "info"), ("rewrite", "warning")]
+    assert lines[0]["hits"] == 4 and lines[0]["k"] == 4 and lines[1]["kind"] == "timeout" and "ms" in lines[1]
+    assert 'rag_failures_total{kind="timeout",stage="rewrite"} 1.0' in metrics.prometheus_text()

@@ -297,3 +297,33 @@ def test_time_to_first_token_counts_from_the_request(served):
     done = dict(events)["done"]
     assert seen_first is not None and done["ttft_s"] > 0.5 * seen_first, (done["ttft_s"], seen_first)
     assert done["ttft_s"] <= seen_first + 0.05, "the server's clock cannot start before the request"
+
+
+def test_python_m_app_prints_its_url_only_once_the_app_answers(capsys):
+    import contextlib
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from app.__main__ import announce_when_ready
+
+    @contextlib.asynccontextmanager
+    async def slow_start(_app):  # start-up indexing, in short
+        time.sleep(1.5)
+        yield
+
+    app = FastAPI(lifespan=slow_start)
+    app.get("/healthz")(lambda: {"status": "ok"})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    try:
+        announce_when_ready(server, f"http://127.0.0.1:{port}/", poll_s=0.05)
+        waited = time.perf_counter() - start
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, "the printed URL answers"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert waited >= 1.5 and f"serving the chat page on http://127.0.0.1:{port}/" in capsys.readouterr().out

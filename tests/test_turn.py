@@ -24,6 +24,7 @@ from tests.support.served import ask, indexed_qdrant, stand_in_config
 QUESTION = "What is the station's search and rescue team called?"
 EARLIER = "The station's search and rescue team is the Field Safety Officer, Dr. Maren Ostvold."  # a wrong answer
 FOLLOW_UP = "Who leads it?"
+SHORT = {"num_predict": 16}  # the checks are on what the model receives, not on what it writes
 
 
 @pytest.mark.slow
@@ -32,12 +33,15 @@ def test_chat_app_and_service_send_the_model_identical_messages_with_the_users_w
         cfg = stand_in_config(proxy.url)
         qdrant = indexed_qdrant(stand_in[0])
         notebook_history, served_history = HistoryStore(tmp_path / "nb.sqlite"), HistoryStore(tmp_path / "app.sqlite")
-        app = ChatApp(ollama.Client(host=proxy.url), qdrant, "handbook", cfg=cfg, history=notebook_history)
+        app = ChatApp(
+            ollama.Client(host=proxy.url), qdrant, "handbook", cfg=cfg, history=notebook_history, k=2, options=SHORT
+        )
         app.chat_id = "same-chat"
         for store in (notebook_history, served_history):
             store.add_turn("same-chat", QUESTION, EARLIER)
         app.ask(FOLLOW_UP)
-        service = create_app(cfg, qdrant=qdrant, history=served_history, guardrails=False)
+        service = create_app(cfg, qdrant=qdrant, history=served_history, options=SHORT, guardrails=False)
+        service.state.service.k = 2  # a shorter prompt: quicker on a shared machine; the same in both
         with BackgroundServer(service) as server, httpx.Client(base_url=server.url, timeout=600) as http:
             events = ask(http, "same-chat", FOLLOW_UP)
         notebook, served = proxy.answers()
@@ -45,7 +49,7 @@ def test_chat_app_and_service_send_the_model_identical_messages_with_the_users_w
     query = dict(events)["sources"]["query"]
     assert query == app.last_query, "both searched with the same standalone query"
     assert served["messages"] == notebook["messages"], "the model received different messages"
-    assert served["options"] == notebook["options"] == OPTIONS
+    assert served["options"] == notebook["options"] == generation_options(SHORT)
     question = notebook["messages"][-1]["content"]
     assert f"Question: {FOLLOW_UP}\n" in question, "the prompt carries the user's own words"
     assert EARLIER not in question and QUESTION not in question, "the earlier turn is history, not the question"

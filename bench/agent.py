@@ -50,7 +50,7 @@ def handbook_tools(client: ollama.Client, qdrant: QdrantClient, chat_docs: dict)
             if category == "any"
             else models.Filter(must=[models.FieldCondition(key="category", match=models.MatchValue(value=category))])
         )
-        hits = retrieve(qdrant, client, "handbook", EMBED_MODEL, query, k=3, query_filter=match)
+        hits = retrieve(client, qdrant, "handbook", query, embed_model=EMBED_MODEL, k=3, query_filter=match)
         if not hits:
             raise LookupError(f"no passages in category {category!r}: use another category, or 'any'")
         return "\n\n".join(f"[{h.doc_id}] {h.text}" for h in hits)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tool prompts: {n}; valid calls {valid}/{n}; expected tool picked {right}/{n} ({right / n:.0%})")
         docs = {d.id: d for d in load_documents()[0]}
         qdrant = QdrantClient(":memory:")
-        index_chunks(qdrant, client, "handbook", chunk_documents(list(docs.values())), EMBED_MODEL)
+        index_chunks(client, qdrant, "handbook", chunk_documents(list(docs.values())), embed_model=EMBED_MODEL)
         tools = handbook_tools(client, qdrant, docs)
         questions = [q for q in load_questions() if q["kind"] in {"single", "numeric", "multi_doc"}]
         questions = questions[: args.limit] if args.limit else questions
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, q in enumerate(questions, 1):
             progress(f"question {i}/{len(questions)}")
             start = time.perf_counter()
-            hits = retrieve(qdrant, client, "handbook", EMBED_MODEL, q["question"], k=5)
+            hits = retrieve(client, qdrant, "handbook", q["question"], embed_model=EMBED_MODEL, k=5)
             answer = client.chat(
                 model=args.chat_model, messages=build_messages(q["question"], hits), options=OPTIONS
             ).message.content

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         client = ollama.Client(host=url)
         qdrant = QdrantClient(":memory:")
         docs, _ = load_documents()
-        index_chunks(qdrant, client, "handbook", chunk_documents(docs), EMBED_MODEL)
+        index_chunks(client, qdrant, "handbook", chunk_documents(docs), embed_model=EMBED_MODEL)
         index_poisoned(qdrant, client, "handbook", "handbook-poisoned", attacks, docs, EMBED_MODEL)
         runner = Runner(client, qdrant, "handbook-poisoned", STAND_IN_CHAT_MODEL, EMBED_MODEL, options, k=args.k)
         delivered = [c["id"] for c in attacks if planted_in(c, runner.hits(c))]

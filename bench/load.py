@@ -56,13 +56,13 @@ def single_stream_tps(service: object, questions: list[str]) -> tuple[float, int
     svc = service.state.service
     client, tokens, seconds = ollama.Client(host=svc.cfg.ollama_host), 0, 0.0
     for question in questions:
-        hits = retrieve(svc.qdrant, client, svc.collection, svc.cfg.embed_model, question, k=svc.k)
+        hits = retrieve(client, svc.qdrant, svc.collection, question, embed_model=svc.cfg.embed_model, k=svc.k)
         start = time.perf_counter()
         final = None
-        for chunk in client.chat(
+        for piece in client.chat(
             model=svc.cfg.chat_model, messages=build_messages(question, hits), stream=True, options=svc.options
         ):
-            final = chunk if chunk.done else final
+            final = piece if piece.done else final
         seconds += time.perf_counter() - start
         tokens += final.eval_count or 0
     return tokens / seconds, tokens

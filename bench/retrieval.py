@@ -160,7 +160,9 @@ def embed_cached(client: ollama.Client, model: str, texts: Sequence[str], path: 
         progress(f"resuming from {len(vectors)} cached embeddings in {partial.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     for start in range(len(vectors), len(texts), SAVE_EVERY):
-        vectors.extend(embed_texts(client, model, texts[start : start + SAVE_EVERY], BATCH_SIZE, progress=True))
+        vectors.extend(
+            embed_texts(client, texts[start : start + SAVE_EVERY], model=model, batch_size=BATCH_SIZE, progress=True)
+        )
         save_npy(partial, vectors)
         progress(f"embedded {len(vectors)}/{len(texts)}")
     save_npy(path, vectors)
@@ -187,10 +189,10 @@ def ingest(
     start = time.perf_counter()
     texts = [embedding_text(c) for c in chunks]
     if cache is None:
-        vectors, cached = embed_texts(client, model, texts, BATCH_SIZE, progress=True), False
+        vectors, cached = embed_texts(client, texts, model=model, batch_size=BATCH_SIZE, progress=True), False
     else:
         vectors, cached = embed_cached(client, model, texts, cache)
-    ensure_collection(qdrant, collection, len(vectors[0]))
+    ensure_collection(qdrant, collection, size=len(vectors[0]))
     points = [
         models.PointStruct(id=point_id(c.id), vector=v, payload=index_payload(c)) for c, v in zip(chunks, vectors)
     ]
@@ -207,7 +209,7 @@ def ranked_docs(
     qdrant: QdrantClient, client: ollama.Client, model: str, collection: str, query_id: str, text: str, limit: int
 ) -> tuple[list[str], bool]:
     """The top DEPTH document ids by their best chunk (helpers.rag.retrieve), and whether the query's own id was dropped."""
-    ranked = dedupe([h.doc_id for h in retrieve(qdrant, client, collection, model, text, k=limit)])
+    ranked = dedupe([h.doc_id for h in retrieve(client, qdrant, collection, text, embed_model=model, k=limit)])
     return [d for d in ranked if d != query_id][:DEPTH], query_id in ranked
 
 
@@ -290,7 +292,7 @@ def evaluate_chunks(
     check = {"queries": 0, "same_top10_docs": 0, "qdrant_hybrid_s": 0.0, "ndcg10_qdrant": 0.0, "ndcg10_rrf": 0.0}
     for i, (query_id, text) in enumerate(data.queries.items(), 1):
         t0 = time.perf_counter()
-        dense = [h.chunk_id for h in retrieve(qdrant, client, "b", model, text, k=limit)]
+        dense = [h.chunk_id for h in retrieve(client, qdrant, "b", text, embed_model=model, k=limit)]
         t1 = time.perf_counter()
         bm25 = [to_hit(p).chunk_id for p in bm25_points(qdrant, "b", text, k=limit)]
         t2 = time.perf_counter()
@@ -303,7 +305,7 @@ def evaluate_chunks(
             lists[name].append(to_docs(ranking, doc_of, query_id))
         if i <= CHECKED_FUSIONS:
             t4 = time.perf_counter()
-            real = [h.chunk_id for h in retrieve(qdrant, client, "b", model, text, k=limit, hybrid=True)]
+            real = [h.chunk_id for h in retrieve(client, qdrant, "b", text, embed_model=model, k=limit, hybrid=True)]
             check["qdrant_hybrid_s"] += time.perf_counter() - t4
             check["queries"] += 1
             real_docs, ours = to_docs(real, doc_of, query_id)[0], lists[names[2]][-1][0]

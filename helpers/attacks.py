@@ -80,7 +80,7 @@ def index_poisoned(
         for chunk in chunk_documents([poisoned_copy(by_id[c["page"]], c)])
     ]
     new = [chunk for _, chunk in copies if chunk.text not in known]
-    known.update(zip([c.text for c in new], embed_texts(client, embed_model, [c.text for c in new])))
+    known.update(zip([c.text for c in new], embed_texts(client, [c.text for c in new], model=embed_model)))
     points += [
         models.PointStruct(
             id=point_id(f"{attack}/{chunk.id}"),
@@ -89,7 +89,7 @@ def index_poisoned(
         )
         for attack, chunk in copies
     ]
-    ensure_collection(qdrant, collection, len(points[0].vector))
+    ensure_collection(qdrant, collection, size=len(points[0].vector))
     for start in range(0, len(points), 256):
         qdrant.upsert(collection, points=points[start : start + 256], wait=True)
     return len(points)
@@ -168,11 +168,11 @@ class Runner:
         key = case.get("id") or case["question"]
         if key not in self.retrievals:
             self.retrievals[key] = retrieve(
-                self.qdrant,
                 self.client,
+                self.qdrant,
                 self.collection,
-                self.embed_model,
                 case["question"],
+                embed_model=self.embed_model,
                 k=self.k,
                 query_filter=case_filter(case),
             )

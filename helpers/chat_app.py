@@ -2,7 +2,7 @@
 
 Taught in 10_chat-app.ipynb (guard=, lesson 14's guardrails: 14_guardrails.ipynb).
 
-    app = ChatApp(client, qdrant, cfg, "handbook", HistoryStore(path), MetricsLog())
+    app = ChatApp(client, qdrant, "handbook", cfg=cfg, history=HistoryStore(path), metrics=MetricsLog())
     display(app.widget)          # type a question, press Enter (or Send); Stop ends an answer early
     app.ask("Where is the muster point?")   # or drive it from code: one whole turn, synchronous
 """
@@ -22,15 +22,21 @@ import ollama
 from qdrant_client import QdrantClient, models
 
 from helpers.guardrails import REFUSAL, Guard
-from helpers.history import HistoryStore, last_n, new_chat_id, rewrite_query
-from helpers.metrics import MetricsLog, count_usage
-from helpers.rag import Hit, build_messages, cited_numbers, retrieve
+from helpers.history import HistoryStore, last_n, new_chat_id
+from helpers.metrics import CallRecord, MetricsLog
+from helpers.rag import Hit
+from helpers.turn import OPTIONS, Prepared, RagTurn, cited_sources, clean_answer, generation_options
+
+__all__ = ["OPTIONS", "STOPPED", "ChatApp", "clean_answer", "plain_text", "sources_html", "transcript_html"]
 
 if TYPE_CHECKING:
     from helpers.setup import Config
 
-# "\nQuestion:" stops a small model that starts writing the next turn of the prompt's pattern itself.
-OPTIONS = {"temperature": 0, "seed": 42, "num_predict": 120, "num_ctx": 4096, "stop": ["\nQuestion:"]}
+STAGE_TEXT = {
+    "rewrite": "rewriting the follow-up for the search ...",
+    "retrieve": "searching the handbook ...",
+    "generate": "reading the sources ...",
+}
 STOPPED = " … (stopped)"
 FRAME = (
     "height:340px;overflow-y:auto;display:flex;flex-direction:column-reverse;border:1px solid #d0d7de;"
@@ -92,30 +98,25 @@ def sources_html(hits: list[Hit], answer: str | None = None) -> str:
     """The retrieved chunks as readable numbered cards; after the answer, the ones it cites are marked."""
     if not hits:
         return ""
-    cited = set(cited_numbers(answer or ""))
     items = []
-    for n, h in enumerate(hits, 1):
+    for h, source in zip(hits, cited_sources(hits, answer or "")):
+        n, cited = source["n"], source["cited"]
         mark = (
             (
                 " <span style='background:#1a7f37;color:white;border-radius:8px;padding:0 6px;font-size:11px'>"
                 "cited</span>"
             )
-            if n in cited
+            if cited
             else ""
         )
         items.append(
             f"<div class='chat-source' style='margin:4px 0;padding:4px 8px;border-left:3px solid "
-            f"{'#1a7f37' if n in cited else '#d0d7de'}'><b>[{n}] {html.escape(h.title)}</b>{mark} "
+            f"{'#1a7f37' if cited else '#d0d7de'}'><b>[{n}] {html.escape(h.title)}</b>{mark} "
             f"<span style='color:#59636e;font-size:12px'>{html.escape(h.chunk_id)}, score {h.score:.2f}"
             f"</span><br><span style='font-size:13px'>{html.escape(plain_text(h.text))}</span></div>"
         )
     when = "cited ones marked" if answer is not None else "the answer is being written"
     return f"<div style='color:#1f2328;line-height:1.4'><b>Sources</b> <small>({len(hits)} retrieved, {when})</small>{''.join(items)}</div>"
-
-
-def clean_answer(text: str) -> str:
-    """The answer without surrounding space or a trailing echoed "Question: ..." line."""
-    return re.split(r"\n\s*Question:", text.strip())[0].strip()
 
 
 def describe_error(exc: Exception, host: str) -> str:
@@ -137,10 +138,11 @@ class ChatApp:
         self,
         client: ollama.Client,
         qdrant: QdrantClient,
-        cfg: Config,
         collection: str,
+        *,
+        cfg: Config,
         history: HistoryStore,
-        metrics: MetricsLog,
+        metrics: MetricsLog | None = None,
         k: int = 4,
         max_messages: int = 6,
         options: dict | None = None,
@@ -150,14 +152,17 @@ class ChatApp:
         self.client, self.qdrant, self.cfg, self.collection = client, qdrant, cfg, collection
         self.hybrid = hybrid  # True: dense + BM25 fused by RRF (lesson 11) instead of dense alone
         self.guard = guard  # lesson 14's guardrails; None (the default): lesson 10's pipeline as it was
-        self.history, self.metrics, self.k, self.max_messages = history, metrics, k, max_messages
-        self.options = {**OPTIONS, **(options or {})}
+        self.history, self.k, self.max_messages = history, k, max_messages
+        self.metrics = metrics if metrics is not None else MetricsLog()
+        self.options = generation_options(options)
+        self.typed = 0  # questions typed into the widget: the first one starts a new chat if code left one behind
         self.chat_id = new_chat_id()
         self.last_hits: list[Hit] = []
         self.last_query = ""
         self.last_error: Exception | None = None
         self.query_filter: models.Filter | None = None  # e.g. only one category of documents
-        self._stop, self._worker = threading.Event(), None
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         self.transcript, self.status, self.sources = widgets.HTML(), widgets.HTML(), widgets.HTML()
         self.input = widgets.Textarea(
             placeholder="Ask about Halvorsen Ridge Station ... (Enter sends)",
@@ -193,18 +198,25 @@ class ChatApp:
         """Show the current chat's stored messages (and a turn in progress) in the transcript."""
         self.transcript.value = transcript_html(self.history.messages(self.chat_id), pending)
 
+    def turn(self) -> RagTurn:
+        """The one RAG turn (helpers/turn.py) with this app's settings; built per question, so changes apply."""
+        return RagTurn(
+            self.client,
+            self.qdrant,
+            self.collection,
+            chat_model=self.cfg.chat_model,
+            embed_model=self.cfg.embed_model,
+            k=self.k,
+            hybrid=self.hybrid,
+            query_filter=self.query_filter,
+            guard=self.guard,
+            options=self.options,
+            metrics=self.metrics,
+        )
+
     def retrieve(self, query: str) -> list[Hit]:
         """The k best chunks for the query (hybrid if self.hybrid), within self.query_filter if one is set."""
-        return retrieve(
-            self.qdrant,
-            self.client,
-            self.collection,
-            self.cfg.embed_model,
-            query,
-            k=self.k,
-            query_filter=self.query_filter,
-            hybrid=self.hybrid,
-        )
+        return self.turn().retrieve(query)
 
     def ask(self, question: str) -> str:
         """One turn: history -> rewrite -> retrieve -> prompt -> stream -> store -> metrics. Returns the answer."""
@@ -218,8 +230,8 @@ class ChatApp:
 
     def run_turn(self, question: str) -> str:
         """One turn in the calling thread, updating the widgets as it goes (ask() adds the button states)."""
-        request_id, model = uuid.uuid4().hex[:8], self.cfg.chat_model
-        past = last_n(self.history.messages(self.chat_id), self.max_messages)
+        started, request_id = time.perf_counter(), uuid.uuid4().hex[:8]
+        past = last_n(self.history.messages(self.chat_id), n=self.max_messages)
         self.sources.value = ""  # the previous turn's sources and status go at once
         self.status.value = ""
         verdict = self.guard.check_input(question) if self.guard else None
@@ -231,21 +243,11 @@ class ChatApp:
                 f"<span style='color:#9a6700'>{html.escape(REFUSAL)} ({html.escape('; '.join(verdict.reasons))})</span>"
             )
             return REFUSAL
-        query = question
-        if past:  # a follow-up: make it standalone before it is embedded (for retrieval only)
-            self.render((question, "", "rewriting the follow-up for the search ..."))
-            with self.metrics.timed("rewrite", model, request_id) as rec:
-                query = rewrite_query(self.client, model, past, question, on_response=lambda r: count_usage(rec, r))
-        self.render((question, "", "searching the handbook ..."))
-        with self.metrics.timed("retrieve", self.cfg.embed_model, request_id):
-            hits = self.retrieve(query)
-        if self.guard:  # chunks that carry instructions are left out of the prompt
-            hits, _dropped = self.guard.filter_hits(hits)
-        self.last_hits, self.last_query = hits, query
-        self.sources.value = sources_html(hits)
-        system, user = build_messages(question, hits)  # the prompt carries the user's own words (lesson 07)
-        messages = self.guard.messages(question, hits, past) if self.guard else [system, *past, user]
-        self.render((question, "", "reading the sources ..."))
+        turn = self.turn()
+        turn.on_stage = lambda stage: self.render((question, "", STAGE_TEXT[stage]))
+        prepared = turn.prepare(question, past=past, request_id=request_id, degrade=False)
+        self.last_hits, self.last_query = prepared.hits, prepared.query
+        self.sources.value = sources_html(prepared.hits)
         pieces: list[str] = []
         shown = [0.0]
 
@@ -255,24 +257,26 @@ class ChatApp:
                 shown[0] = time.perf_counter()
                 self.render((question, "".join(pieces), "writing ... (Stop ends it here)"))
 
-        stream = self.client.chat(model=model, messages=messages, stream=True, options=self.options)
-        answer, record = self.metrics.stream(
-            stream, "generate", request_id, on_text=show, should_stop=self._stop.is_set
+        stream = self.client.chat(
+            model=self.cfg.chat_model, messages=prepared.messages, stream=True, options=prepared.options
         )
-        answer = clean_answer(answer)
-        if self.guard:  # links, canary-like codes and bad citations stripped; an echo of the system prompt refused
-            answer = self.guard.check_output(answer, hits).text
-        if record.stopped:
-            answer = (answer + STOPPED).strip()
-        self.history.add(self.chat_id, "user", question)
-        self.history.add(self.chat_id, "assistant", answer)
+        answer, record = self.metrics.stream(
+            stream, request_id=request_id, on_text=show, should_stop=self._stop.is_set, started=started
+        )
+        finished = turn.finish(answer, prepared.hits)
+        text = (finished.text + STOPPED).strip() if record.stopped else finished.text
+        self.history.add_turn(self.chat_id, question, text)
         self.render()
-        self.sources.value = sources_html(hits, answer)
-        self.status.value = self._summary(request_id, query, question, record)
-        return answer
+        self.sources.value = sources_html(prepared.hits, text)
+        self.status.value = self._summary(request_id, prepared, record)
+        return text
 
-    def _summary(self, request_id: str, query: str, question: str, record: object) -> str:
-        """The status line after a turn: what was searched, the turn's tokens over every stage, the speed."""
+    def _summary(self, request_id: str, prepared: Prepared, record: CallRecord) -> str:
+        """The status line after a turn: what was searched, the turn's tokens over every stage, the speed.
+
+        The first token's time counts from the question (rewrite and search included): what the user waited.
+        """
+        query, question = prepared.query, prepared.question
         rows = [r for r in self.metrics.records if r.request_id == request_id]
         tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
         shown = query if len(query) <= 120 else query[:120].rsplit(" ", 1)[0] + " …"
@@ -343,13 +347,21 @@ class ChatApp:
         """Send is off and Stop is on while an answer is produced."""
         self.send_button.disabled, self.stop_button.disabled = running, not running
 
+    def send_typed(self, question: str) -> bool:
+        """send() for a question typed into the widget; the first one starts a new chat if code left one behind."""
+        if self.typed == 0 and question.strip() and not self.busy and self.history.messages(self.chat_id):
+            self.new_chat()  # Run All's turns stay in the history store; the learner's first question starts afresh
+        sent = self.send(question)
+        self.typed += sent
+        return sent
+
     def _on_send(self, _button: widgets.Button) -> None:
         """The Send button."""
-        self.send(self.input.value)
+        self.send_typed(self.input.value)
 
     def _on_type(self, change: dict) -> None:
         """Enter sends: a newline typed at the end of the text (Python sees no key events, only the value)."""
         new, old = change["new"], change["old"]
         if new.endswith("\n") and new[:-1] == old:
-            if not self.send(new) and self.busy:
+            if not self.send_typed(new) and self.busy:
                 self.input.value = old  # keep the question, drop the newline, until the answer is done

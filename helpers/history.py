@@ -31,6 +31,10 @@ STOPWORDS = frozenset(
     "also just only very much many some any all each per up out over again more most before after".split()
 )
 
+REFERRING = frozenset(
+    "it its it's that this these those there then they them their he she him his her one ones same such".split()
+)
+
 
 class HistoryStore:
     """Messages per chat id in a SQLite file: every write is committed, so a kernel restart loses nothing.
@@ -136,22 +140,50 @@ class PostgresHistoryStore(HistoryStore):
         self.url = url
         self.path = Path(url.split("@")[-1])  # for display only: no password
         self.lock = threading.Lock()
-        self.db = psycopg.connect(url, autocommit=True)  # reads need no transaction; writes open one
+        self.db = psycopg.connect(url, autocommit=True)  # type: ignore[assignment]  # the same calls as sqlite3's
         with self.lock, self._transaction():
             self.db.execute("SELECT pg_advisory_xact_lock(7012)")  # two processes starting at once: one creates
             self._create()
 
     def _transaction(self) -> AbstractContextManager:
         """A psycopg transaction block (a connection's own `with` would close it)."""
-        return self.db.transaction()
+        return self.db.transaction()  # type: ignore[attr-defined]
+
+
+class HistoryUnavailableError(RuntimeError):
+    """HISTORY_URL names a store that cannot be opened; the message says what to do."""
+
+
+HISTORY_HELP = (
+    "Set HISTORY_URL to postgresql://USER:PASSWORD@HOST:5432/DATABASE (a running PostgreSQL) or to a SQLite file "
+    "(a path, or sqlite:///path), or unset it to keep the history in SQLite under the state directory."
+)
 
 
 def open_history(target: str | Path) -> HistoryStore:
-    """A HistoryStore for a SQLite path, or a PostgresHistoryStore for a postgresql:// URL. Taught in 12_serve.ipynb."""
+    """A HistoryStore for a SQLite path, or a PostgresHistoryStore for a postgresql:// URL. Taught in 12_serve.ipynb.
+
+    A URL of another kind, or a PostgreSQL that does not answer, raises HistoryUnavailableError saying the fix.
+    """
     text = str(target)
-    if text.startswith(("postgresql://", "postgres://")):
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme is None or scheme.group(1) == "sqlite":
+        return HistoryStore(text.removeprefix("sqlite:///"))
+    if scheme.group(1) not in ("postgresql", "postgres"):
+        raise HistoryUnavailableError(
+            f"HISTORY_URL {text.split('@')[-1]!r}: {scheme.group(1)}:// is not supported. {HISTORY_HELP}"
+        )
+    import psycopg
+
+    try:
         return PostgresHistoryStore(text)
-    return HistoryStore(text.removeprefix("sqlite:///"))
+    except psycopg.Error as exc:
+        where = text.split("@")[-1]  # no password in the message
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HistoryUnavailableError(
+            f"The history database at {where} cannot be opened ({reason}). Start PostgreSQL there (or check the "
+            f"user, password and database in the URL). {HISTORY_HELP}"
+        ) from exc
 
 
 def new_chat_id() -> str:
@@ -159,7 +191,7 @@ def new_chat_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def last_n(messages: list[dict], n: int) -> list[dict]:
+def last_n(messages: list[dict], *, n: int) -> list[dict]:
     """The last n messages (system messages always kept, in front)."""
     system = [m for m in messages if m["role"] == "system"]
     rest = [m for m in messages if m["role"] != "system"]
@@ -182,9 +214,10 @@ def within_token_budget(messages: list[dict], budget: int, count: Callable[[str]
 
 def llm_rewrite(
     client: ollama.Client,
-    model: str,
-    history: list[dict],
     question: str,
+    *,
+    history: list[dict],
+    model: str,
     options: dict | None = None,
     last: int = 6,
     on_response: Callable[[ollama.ChatResponse], object] | None = None,
@@ -193,7 +226,7 @@ def llm_rewrite(
 
     on_response gets the model's whole response, e.g. to count its tokens (helpers.metrics.count_usage).
     """
-    convo = "\n".join(f"{m['role']}: {m['content']}" for m in last_n(history, last) if m["role"] != "system")
+    convo = "\n".join(f"{m['role']}: {m['content']}" for m in last_n(history, n=last) if m["role"] != "system")
     response = client.chat(
         model=model,
         messages=[
@@ -207,7 +240,7 @@ def llm_rewrite(
     )
     if on_response is not None:
         on_response(response)
-    lines = [line.strip() for line in response.message.content.strip().strip('"').splitlines() if line.strip()]
+    lines = [line.strip() for line in (response.message.content or "").strip().strip('"').splitlines() if line.strip()]
     return lines[0].strip('"') if lines else ""
 
 
@@ -239,19 +272,32 @@ def rewrite_problem(rewrite: str, question: str, history: list[dict]) -> str | N
     return None
 
 
-def context_query(history: list[dict], question: str, max_words: int = 60) -> str:
-    """No-LLM standalone query: the previous question, the start of its answer, then the follow-up."""
+def refers_back(question: str) -> bool:
+    """True when a question needs the conversation: it has a word like 'it' or 'there', or no content word at all."""
+    words = set(re.findall(r"[a-z']+", question.lower()))
+    return bool(words & REFERRING) or not content_words(question)
+
+
+def context_query(question: str, *, history: list[dict], max_words: int = 60) -> str:
+    """No-LLM standalone query: the follow-up first, then the previous question and the start of its answer.
+
+    A question that does not refer back (a new topic, such as "And the emergency plan?") is searched on its own, so
+    the previous turn's words cannot pull the search back to the old topic.
+    """
+    if not refers_back(question):
+        return question
     users = [m["content"] for m in history if m["role"] == "user"]
     answers = [m["content"] for m in history if m["role"] == "assistant"]
     answer = " ".join(answers[-1].split()[:max_words]) if answers else ""
-    return " ".join(x for x in (users[-1] if users else "", answer, question) if x)
+    return " ".join(x for x in (question, users[-1] if users else "", answer) if x)
 
 
 def rewrite_query(
     client: ollama.Client,
-    model: str,
-    history: list[dict],
     question: str,
+    *,
+    history: list[dict],
+    model: str,
     options: dict | None = None,
     on_response: Callable[[ollama.ChatResponse], object] | None = None,
 ) -> str:
@@ -261,5 +307,5 @@ def rewrite_query(
     """
     if not any(m["role"] != "system" for m in history):
         return question
-    rewrite = llm_rewrite(client, model, history, question, options, on_response=on_response)
-    return rewrite if rewrite_problem(rewrite, question, history) is None else context_query(history, question)
+    rewrite = llm_rewrite(client, question, history=history, model=model, options=options, on_response=on_response)
+    return rewrite if rewrite_problem(rewrite, question, history) is None else context_query(question, history=history)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from helpers.chunking import Chunk
 from helpers.hybrid import TEXT_FIELD, TEXT_INDEX
 
+PROGRESS_AFTER_S = 3.0  # index_chunks shows a progress bar once embedding has taken this long
 ID_NAMESPACE = uuid.UUID("6f1c2a4e-9b7d-4e1a-8c3f-2d5e7a9b0c1d")  # fixed: the same chunk id gives the same point id
 
 
@@ -31,13 +32,22 @@ class VectorSizeMismatchError(ValueError):
 
 
 def embed_texts(
-    client: ollama.Client, model: str, texts: Sequence[str], batch_size: int = 32, progress: bool = False
+    client: ollama.Client, texts: Sequence[str], *, model: str, batch_size: int = 32, progress: bool | None = None
 ) -> list[list[float]]:
-    """Embed texts in batches with the Ollama embed API; a tqdm bar when progress=True."""
+    """Embed texts in batches; a tqdm bar: always (True), never (False), or once it takes over 3 s (None)."""
     vectors: list[list[float]] = []
     starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc=f"embedding with {model}", unit="batch", disable=not progress):
-        vectors.extend(client.embed(model=model, input=list(texts[start : start + batch_size])).embeddings)
+    bar = tqdm(
+        starts,
+        desc=f"embedding {len(texts)} texts with {model}",
+        unit="batch",
+        disable=progress is False,
+        delay=0 if progress else PROGRESS_AFTER_S,
+    )
+    for start in bar:
+        vectors.extend(
+            list(v) for v in client.embed(model=model, input=list(texts[start : start + batch_size])).embeddings
+        )
     return vectors
 
 
@@ -52,7 +62,7 @@ def embedding_text(chunk: Chunk) -> str:
 
 
 def ensure_collection(
-    qdrant: QdrantClient, name: str, size: int, distance: models.Distance = models.Distance.COSINE
+    qdrant: QdrantClient, name: str, *, size: int, distance: models.Distance = models.Distance.COSINE
 ) -> None:
     """Create the collection if missing (with the BM25 text index); raise VectorSizeMismatchError on another size."""
     if qdrant.collection_exists(name):
@@ -106,19 +116,22 @@ def index_payload(chunk: Chunk) -> dict:
 
 
 def index_chunks(
-    qdrant: QdrantClient,
     client: ollama.Client,
+    qdrant: QdrantClient,
     collection: str,
     chunks: Sequence[Chunk],
+    *,
     embed_model: str,
     batch_size: int = 32,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> int:
     """Embed and upsert chunks with deterministic ids; drop a document's stale tail chunks. Returns points written."""
-    vectors = embed_texts(client, embed_model, [embedding_text(c) for c in chunks], batch_size, progress)
+    vectors = embed_texts(
+        client, [embedding_text(c) for c in chunks], model=embed_model, batch_size=batch_size, progress=progress
+    )
     if not vectors:
         return 0
-    ensure_collection(qdrant, collection, len(vectors[0]))
+    ensure_collection(qdrant, collection, size=len(vectors[0]))
     points = [
         models.PointStruct(id=point_id(c.id), vector=v, payload=index_payload(c)) for c, v in zip(chunks, vectors)
     ]
@@ -139,3 +152,42 @@ def index_chunks(
             wait=True,
         )
     return len(points)
+
+
+def collection_vector_size(qdrant: QdrantClient, collection: str) -> int | None:
+    """The vector size a collection was created with (None: missing, or named vectors)."""
+    if not qdrant.collection_exists(collection):
+        return None
+    vectors = qdrant.get_collection(collection).config.params.vectors
+    return vectors.size if isinstance(vectors, models.VectorParams) else None
+
+
+def ensure_index(
+    client: ollama.Client,
+    qdrant: QdrantClient,
+    collection: str,
+    chunks: Sequence[Chunk],
+    *,
+    embed_model: str,
+    recreate: bool = True,
+    progress: bool | None = None,
+) -> int:
+    """Index the chunks unless the collection already holds each of them with vectors of the embedder's size.
+
+    A collection with vectors of another size (EMBED_MODEL changed) is deleted and indexed again (recreate=False:
+    VectorSizeMismatchError saying the fix). Returns the points written (0: the index was already complete).
+    """
+    size = collection_vector_size(qdrant, collection)
+    if size is not None:
+        want = len(client.embed(model=embed_model, input="vector size check").embeddings[0])
+        if size != want:
+            if not recreate:
+                raise VectorSizeMismatchError(
+                    f"Collection {collection!r} holds {size}-d vectors but {embed_model} makes {want}-d vectors "
+                    f"(did EMBED_MODEL change?). Delete it with qdrant.delete_collection({collection!r}) and index "
+                    "again, or use a new collection name."
+                )
+            qdrant.delete_collection(collection)
+        elif qdrant.count(collection).count == len(chunks):
+            return 0
+    return index_chunks(client, qdrant, collection, chunks, embed_model=embed_model, progress=progress)

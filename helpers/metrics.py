@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -31,9 +32,9 @@ class CallRecord:
 
 
 def generation_record(
-    stage: str, final: object, wall_s: float, ttft_s: float | None = None, request_id: str = ""
+    stage: str, final: Any, *, wall_s: float, ttft_s: float | None = None, request_id: str = ""
 ) -> CallRecord:
-    """A record from the final chunk (done=True) of an ollama chat/generate response."""
+    """A record from the final piece (done=True) of an ollama chat/generate response."""
     eval_ns = final.eval_duration or 0
     prompt_ns = final.prompt_eval_duration or 0
     return CallRecord(
@@ -50,7 +51,7 @@ def generation_record(
     )
 
 
-def count_usage(record: CallRecord, response: object) -> CallRecord:
+def count_usage(record: CallRecord, response: Any) -> CallRecord:
     """Add a non-streamed chat/generate/embed response's token counts to a record (e.g. inside `timed`)."""
     record.prompt_tokens += getattr(response, "prompt_eval_count", None) or 0
     record.completion_tokens += getattr(response, "eval_count", None) or 0
@@ -96,7 +97,7 @@ class MetricsLog:
         return record
 
     @contextmanager
-    def timed(self, stage: str, model: str = "", request_id: str = "") -> Iterator[CallRecord]:
+    def timed(self, stage: str, *, model: str = "", request_id: str = "") -> Iterator[CallRecord]:
         """Time a block; the yielded record can be given token counts before the block ends."""
         record = CallRecord(stage=stage, model=model, duration_s=0.0, request_id=request_id)
         start = time.perf_counter()
@@ -108,43 +109,50 @@ class MetricsLog:
 
     def stream(
         self,
-        chunks: Iterable,
+        pieces: Iterable,
+        *,
         stage: str = "generate",
         request_id: str = "",
         on_text: Callable[[str], object] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        started: float | None = None,
     ) -> tuple[str, CallRecord]:
         """Consume a streamed chat/generate response: (full text, its record, with time to first token).
 
-        Pass the stream straight from `client.chat(..., stream=True)`: the clock starts here, before the request.
-        When should_stop() turns true the stream is closed (the server stops generating) and the partial text returned.
+        Pass the stream straight from `client.chat(..., stream=True)`, whose request is sent at the first piece asked
+        for: the clock starts here. started (a time.perf_counter() reading, e.g. when the user asked) is where the
+        time to first token counts from instead. When should_stop() turns true the stream is closed (the server stops
+        generating) and the partial text returned.
         """
-        start, ttft, parts, final = time.perf_counter(), None, [], None
-        for chunk in chunks:
+        start = time.perf_counter()
+        first_from = start if started is None else started
+        ttft: float | None = None
+        parts: list[str] = []
+        final = None
+        for piece in pieces:
             if should_stop and should_stop():
-                getattr(chunks, "close", lambda: None)()  # closing the HTTP response ends the generation
-                pieces = sum(1 for p in parts if p)
+                getattr(pieces, "close", lambda: None)()  # closing the HTTP response ends the generation
                 record = CallRecord(
                     stage,
-                    getattr(chunk, "model", "") or "",
+                    getattr(piece, "model", "") or "",
                     time.perf_counter() - start,
-                    completion_tokens=pieces,
+                    completion_tokens=sum(1 for p in parts if p),
                     ttft_s=ttft,
                     request_id=request_id,
                     stopped=True,
                 )
                 return "".join(parts), self.add(record)
-            text = chunk.message.content if hasattr(chunk, "message") else chunk.response
+            text = piece.message.content if hasattr(piece, "message") else piece.response
             if text and ttft is None:
-                ttft = time.perf_counter() - start
+                ttft = time.perf_counter() - first_from
             parts.append(text or "")
             if on_text and text:
                 on_text(text)
-            if chunk.done:
-                final = chunk
+            if piece.done:
+                final = piece
         if final is None:
-            raise RuntimeError("the stream ended without a final chunk (done=True): was stream=True set?")
-        record = generation_record(stage, final, time.perf_counter() - start, ttft, request_id)
+            raise RuntimeError("the stream ended without a final piece (done=True): was stream=True set?")
+        record = generation_record(stage, final, wall_s=time.perf_counter() - start, ttft_s=ttft, request_id=request_id)
         return "".join(parts), self.add(record)
 
     def dataframe(self) -> pd.DataFrame:

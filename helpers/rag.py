@@ -33,17 +33,32 @@ class Hit:
 
 
 def retrieve(
-    qdrant: QdrantClient,
     client: ollama.Client,
+    qdrant: QdrantClient,
     collection: str,
-    embed_model: str,
     query: str,
+    *,
+    embed_model: str,
     k: int = 5,
     query_filter: models.Filter | None = None,
     hybrid: bool = False,
 ) -> list[Hit]:
     """Embed the query and return the k most similar chunks, best first (hybrid=True: dense + BM25 fused by RRF)."""
     vector = client.embed(model=embed_model, input=query).embeddings[0]
+    return search(qdrant, collection, list(vector), query, k=k, query_filter=query_filter, hybrid=hybrid)
+
+
+def search(
+    qdrant: QdrantClient,
+    collection: str,
+    vector: list[float],
+    query: str,
+    *,
+    k: int = 5,
+    query_filter: models.Filter | None = None,
+    hybrid: bool = False,
+) -> list[Hit]:
+    """retrieve's second half: the k chunks nearest an embedded query (hybrid=True: BM25 on the query text too)."""
     if hybrid:
         points = hybrid_points(qdrant, collection, vector, query, k=k, query_filter=query_filter)
     else:
@@ -55,7 +70,7 @@ def retrieve(
 
 def to_hit(point: models.ScoredPoint) -> Hit:
     """A Qdrant point (with payload) as a Hit."""
-    p = point.payload
+    p = point.payload or {}
     return Hit(p["chunk_id"], p["doc_id"], p.get("title") or "", p["text"], point.score, p)
 
 

@@ -27,39 +27,44 @@ READ_S = 300.0  # the longest silence between two bytes: a reasoning model's fir
 WRITE_S = 30.0
 
 
-def timeouts(connect: float = CONNECT_S, read: float = READ_S, write: float = WRITE_S) -> httpx.Timeout:
+def timeouts(*, connect: float = CONNECT_S, read: float = READ_S, write: float = WRITE_S) -> httpx.Timeout:
     """httpx timeouts: connect, read (between two bytes, not the whole answer), write, waiting for a pooled connection."""
     return httpx.Timeout(connect=connect, read=read, write=write, pool=connect)
 
 
 def make_client(
-    host: str, connect: float = CONNECT_S, read: float = READ_S, headers: dict | None = None, asynchronous: bool = False
-) -> ollama.Client | ollama.AsyncClient:
+    host: str,
+    *,
+    connect: float = CONNECT_S,
+    read: float = READ_S,
+    headers: dict | None = None,
+    asynchronous: bool = False,
+) -> Any:
     """An ollama.Client (or AsyncClient) with connect/read timeouts; headers go with every request."""
     cls = ollama.AsyncClient if asynchronous else ollama.Client
-    return cls(host=host, timeout=timeouts(connect, read), headers=headers)
+    return cls(host=host, timeout=timeouts(connect=connect, read=read), headers=headers)
 
 
 class DeadlineExceededError(TimeoutError):
     """A whole streamed answer took longer than its deadline."""
 
 
-def with_deadline(chunks: Iterable, seconds: float) -> Iterator:
-    """Yield a stream's chunks until `seconds` have passed since the first one was asked for, then close it and raise.
+def with_deadline(pieces: Iterable, *, seconds: float) -> Iterator:
+    """Yield a stream's pieces until `seconds` have passed since the first one was asked for, then close it and raise.
 
-    The deadline is checked at each chunk: a stream that sends nothing at all is cut by the client's read timeout.
+    The deadline is checked at each piece: a stream that sends nothing at all is cut by the client's read timeout.
     """
     start = time.monotonic()
     try:
-        for chunk in chunks:
+        for piece in pieces:
             if time.monotonic() - start > seconds:
                 raise DeadlineExceededError(f"the answer was not complete after {seconds:g} s (deadline); it was cut")
-            yield chunk
+            yield piece
     finally:
-        getattr(chunks, "close", lambda: None)()  # closing the HTTP response stops the generation
+        getattr(pieces, "close", lambda: None)()  # closing the HTTP response stops the generation
 
 
-def is_transient(exc: BaseException, timeouts: bool = True) -> bool:
+def is_transient(exc: BaseException, *, timeouts: bool = True) -> bool:
     """True for errors worth retrying: no connection, a timeout, a dropped connection, HTTP 5xx or 429. Never 4xx.
 
     timeouts=False: a timeout is not retried (a generation that timed out after minutes should not wait that again).
@@ -94,6 +99,7 @@ def describe(exc: BaseException) -> str:
 
 
 def retrying(
+    *,
     attempts: int = 3,
     base_s: float = 0.2,
     max_wait_s: float = 2.0,
@@ -108,13 +114,14 @@ def retrying(
     """
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception()
+        exc = state.outcome.exception() if state.outcome else None
+        sleep = state.next_action.sleep if state.next_action else 0.0
         log.warning(
             "attempt %d failed (%s); retrying in %.2f s",
             state.attempt_number,
-            describe(exc),
-            state.next_action.sleep,
-            extra={"attempt": state.attempt_number, "kind": failure_kind(exc)},
+            describe(exc) if exc else "?",
+            sleep,
+            extra={"attempt": state.attempt_number, "kind": failure_kind(exc) if exc else "?"},
         )
         if on_retry:
             on_retry(state)
@@ -124,35 +131,38 @@ def retrying(
         stop=tenacity.stop_after_attempt(attempts),
         reraise=True,
         wait=tenacity.wait_random_exponential(multiplier=base_s, max=max_wait_s),
-        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, retry_timeouts)),
+        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc, timeouts=retry_timeouts)),
         before_sleep=before_sleep,
     )
 
 
-def open_stream(start: Callable[[], Iterable], policy: tenacity.Retrying | None = None) -> Iterator:
-    """Start a stream and retry (policy) only until its first chunk arrives; after that an error is raised, never retried.
+def open_stream(start: Callable[[], Iterable], *, policy: tenacity.Retrying | None = None) -> Iterator:
+    """Start a stream and retry (policy) only until its first piece arrives; after that an error is raised, never retried.
 
     A half-streamed answer has already reached the user: sending the question again would repeat it.
     """
 
     def first() -> tuple[Iterator, Any]:
-        chunks = iter(start())
-        return chunks, next(chunks)
+        pieces = iter(start())
+        return pieces, next(pieces)
 
-    chunks, head = (policy or retrying())(first)
+    retry: Any = policy or retrying()
+    pieces, head = retry(first)
     yield head
-    yield from chunks
+    yield from pieces
 
 
-async def open_stream_async(start: Callable[[], Any], policy: tenacity.AsyncRetrying | None = None) -> tuple[Any, Any]:
-    """The async open_stream: await start() (e.g. AsyncClient.chat(stream=True)) and its first chunk, retried.
+async def open_stream_async(
+    start: Callable[[], Any], *, policy: tenacity.AsyncRetrying | None = None
+) -> tuple[Any, Any]:
+    """The async open_stream: await start() (e.g. AsyncClient.chat(stream=True)) and its first piece, retried.
 
-    Returns (first chunk, the stream for the rest); errors after the first chunk are the caller's to handle.
+    Returns (first piece, the stream for the rest); errors after the first piece are the caller's to handle.
     """
 
     async def first() -> tuple[Any, Any]:
-        chunks = await start()
-        return await anext(chunks), chunks
+        pieces = await start()
+        return await anext(pieces), pieces
 
     return await (policy or retrying(asynchronous=True))(first)
 
@@ -177,6 +187,7 @@ class CircuitBreaker:
     def __init__(
         self,
         name: str = "llm",
+        *,
         failures: int = 3,
         reset_after: float = 10.0,
         clock: Callable[[], float] = time.monotonic,

@@ -22,7 +22,8 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import IO, Any
 
 from opentelemetry import trace
@@ -63,14 +64,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def json_logs(name: str = "rag", stream: IO[str] | None = None, level: int = logging.INFO) -> logging.Logger:
+def json_logs(name: str = "rag", *, stream: IO[str] | None = None, level: int = logging.INFO) -> logging.Logger:
     """The logger `name` writing JSON lines to stream (default stderr); calling it again replaces its handler."""
     logger = logging.getLogger(name)
     for handler in [h for h in logger.handlers if getattr(h, "workshop_json", False)]:
         logger.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
-    handler.workshop_json = True
+    handler.workshop_json = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
@@ -93,11 +94,19 @@ class RecentSpans(SpanExporter):
         """Nothing to release."""
 
 
+@dataclass
+class Stage:
+    """What a stage block gets: its span (for attributes) and its metric record (for token counts), either may be None."""
+
+    span: Any = None
+    record: Any = None
+
+
 class Telemetry:
     """A tracer (own TracerProvider, not the global one), its span store, and the failure metrics in `registry`."""
 
     def __init__(
-        self, service: str = "rag", registry: CollectorRegistry | None = None, endpoint: str | None = None
+        self, service: str = "rag", *, registry: CollectorRegistry | None = None, endpoint: str | None = None
     ) -> None:
         endpoint = endpoint if endpoint is not None else os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
         self.provider = TracerProvider(resource=Resource.create({"service.name": service}))
@@ -132,7 +141,7 @@ class Telemetry:
         )
 
     @contextmanager
-    def span(self, name: str, parent: trace.Span | None = None, **attributes: Any) -> Iterator[trace.Span]:
+    def span(self, name: str, *, parent: trace.Span | None = None, **attributes: Any) -> Iterator[trace.Span]:
         """A span named `name` (a child of the current span, or of `parent`), with the request id and attributes.
 
         An exception ends the span with status ERROR, its kind recorded, and the failures counter moves; it is re-raised.
@@ -149,6 +158,41 @@ class Telemetry:
             except BaseException as exc:
                 self.failed(span, name, exc)
                 raise
+
+    @contextmanager
+    def stage(
+        self,
+        name: str,
+        *,
+        metrics: Any = None,
+        model: str = "",
+        logger: logging.Logger | None = None,
+        **attributes: Any,
+    ) -> Iterator[Stage]:
+        """One stage of a turn recorded three ways at once: its span, its metric row (metrics: a MetricsLog) and a log line.
+
+        Yields a Stage (its span, and its metric record for token counts). The log line (logger "rag" unless given)
+        says the stage, its milliseconds, the span's attributes and, on a failure, its kind; the failure is re-raised
+        (the span and rag_failures_total record it).
+        """
+        log = logger or logging.getLogger("rag")
+        start = time.perf_counter()
+        timed = metrics.timed(name, model=model, request_id=REQUEST_ID.get()) if metrics is not None else nullcontext()
+        if model:
+            attributes = {"model": model, **attributes}
+        with timed as record, self.span(name, **attributes) as span:
+            try:
+                yield Stage(span, record)
+            except BaseException as exc:
+                from helpers.resilience import failure_kind
+
+                log.warning(
+                    "%s failed", name, extra={"stage": name, "kind": failure_kind(exc), "ms": elapsed_ms(start)}
+                )
+                raise
+            extra = dict(getattr(span, "attributes", None) or {})
+            extra.pop("request_id", None)
+            log.info("%s done", name, extra={"stage": name, **extra, "ms": elapsed_ms(start)})
 
     def failed(self, span: trace.Span, stage: str, exc: BaseException) -> str:
         """Mark a span as failed and count the failure; returns its kind."""
@@ -174,7 +218,7 @@ class Telemetry:
         self.provider.force_flush()
         with self.memory.lock:
             spans = list(self.memory.spans)
-        return [s for s in spans if request_id is None or s.attributes.get("request_id") == request_id]
+        return [s for s in spans if request_id is None or (s.attributes or {}).get("request_id") == request_id]
 
     def shutdown(self) -> None:
         """Flush and stop the span processors (sends what is batched to the collector)."""
@@ -185,15 +229,15 @@ def span_tree(spans: Sequence[ReadableSpan]) -> str:
     """The spans as an indented tree: name, duration, status and attributes, children under their parent."""
     by_parent: dict[int | None, list[ReadableSpan]] = {}
     ids = {s.context.span_id for s in spans}
-    for s in sorted(spans, key=lambda s: s.start_time):
+    for s in sorted(spans, key=lambda s: s.start_time or 0):
         parent = s.parent.span_id if s.parent is not None and s.parent.span_id in ids else None
         by_parent.setdefault(parent, []).append(s)
     lines: list[str] = []
 
     def walk(parent: int | None, depth: int) -> None:
         for s in by_parent.get(parent, []):
-            ms = (s.end_time - s.start_time) / 1e6
-            attrs = {k: v for k, v in s.attributes.items() if k != "request_id"}
+            ms = ((s.end_time or 0) - (s.start_time or 0)) / 1e6
+            attrs = {k: v for k, v in (s.attributes or {}).items() if k != "request_id"}
             status = "" if s.status.is_unset or s.status.is_ok else f" ERROR({s.status.description})"
             lines.append(f"{'  ' * depth}{s.name:<{22 - 2 * depth}} {ms:8.1f} ms{status} {attrs or ''}".rstrip())
             walk(s.context.span_id, depth + 1)

@@ -130,5 +130,5 @@ def handbook_index(client):
     assert docs and not skipped
     chunks = chunk_documents(docs)
     qdrant = QdrantClient(":memory:")
-    assert index_chunks(qdrant, client, "handbook", chunks, EMBED_MODEL) == len(chunks)
+    assert index_chunks(client, qdrant, "handbook", chunks, embed_model=EMBED_MODEL) == len(chunks)
     return qdrant, chunks, "handbook"

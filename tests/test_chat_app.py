@@ -31,7 +31,7 @@ def index(client):
     """Embedded Qdrant holding the chunks of a few handbook documents."""
     qdrant = QdrantClient(":memory:")
     docs = [d for d in load_documents()[0] if d.id in DOCS]
-    index_chunks(qdrant, client, "chat_test", chunk_documents(docs), EMBED_MODEL)
+    index_chunks(client, qdrant, "chat_test", chunk_documents(docs), embed_model=EMBED_MODEL)
     return qdrant
 
 
@@ -50,10 +50,10 @@ def app(client, stand_in, index, tmp_path):
     app = ChatApp(
         client,
         index,
-        cfg,
         "chat_test",
-        HistoryStore(tmp_path / "chat.sqlite"),
-        MetricsLog(),
+        cfg=cfg,
+        history=HistoryStore(tmp_path / "chat.sqlite"),
+        metrics=MetricsLog(),
         k=3,
         options={"num_predict": 30},
     )
@@ -97,6 +97,23 @@ def test_follow_up_is_rewritten_and_keeps_the_conversation(app):
     rewrite = app.metrics.records[2]
     assert rewrite.prompt_tokens > 0 and rewrite.completion_tokens > 0, "the rewrite's tokens are counted"
     assert f"rewrite {rewrite.prompt_tokens + rewrite.completion_tokens}" in app.status.value
+    retrieve, generate = app.metrics.records[3:5]
+    waited = rewrite.duration_s + retrieve.duration_s  # the first token counts from the question, not the model call
+    assert generate.ttft_s is not None and generate.ttft_s >= waited, (generate.ttft_s, waited)
+    assert f"first token after {generate.ttft_s:.1f} s" in app.status.value
+
+
+@pytest.mark.slow
+def test_the_first_typed_question_starts_a_new_chat_after_code_left_one(app):
+    app.ask(QUESTION)  # what Run All leaves behind
+    left_behind = app.chat_id
+    send(app, "What is the emergency plan?")  # the learner's first typed question
+    assert app.chat_id != left_behind, "a new conversation"
+    assert [m["content"] for m in app.history.messages(app.chat_id) if m["role"] == "user"] == [
+        "What is the emergency plan?"
+    ]
+    assert len(app.history.messages(left_behind)) == 2, "the chat left behind stays in the store"
+    assert [r.stage for r in app.metrics.records][-2:] == ["retrieve", "generate"], "no rewrite: a first question"
 
 
 @pytest.mark.slow

@@ -38,9 +38,8 @@ cfg = setup()
 client = ollama.Client(host=cfg.ollama_host)
 qdrant = QdrantClient(":memory:")
 docs = [d for d in load_documents()[0] if d.id in {sorted(DOCS)!r}]
-index_chunks(qdrant, client, "ui_test", chunk_documents(docs), cfg.embed_model)
-app = ChatApp(client, qdrant, cfg, "ui_test", HistoryStore("chat.sqlite"), MetricsLog(), k=3,
-              options={{"num_predict": 160}})
+index_chunks(client, qdrant, "ui_test", chunk_documents(docs), embed_model=cfg.embed_model)
+app = ChatApp(client, qdrant, "ui_test", cfg=cfg, history=HistoryStore("chat.sqlite"), metrics=MetricsLog(), k=3, options={{"num_predict": 160}})
 display(app.widget)"""
 STATES = ("thinking", "rewriting", "searching", "reading", "writing")
 

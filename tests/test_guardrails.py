@@ -237,17 +237,19 @@ def test_chat_app_refuses_before_any_model_call_and_records_a_failed_turn(tmp_pa
     app = ChatApp(
         ollama.Client(host=cfg.ollama_host),
         QdrantClient(":memory:"),
-        cfg,
         "none",
-        HistoryStore(tmp_path / "h.sqlite"),
-        MetricsLog(),
+        cfg=cfg,
+        history=HistoryStore(tmp_path / "h.sqlite"),
+        metrics=MetricsLog(),
         guard=Guard(None, cfg.embed_model, RULES_ONLY),
     )
     assert app.ask(BLOCKED) == REFUSAL and "ignore previous instructions" in app.status.value
     rows = app.history.rows(app.chat_id)
     assert [(r["role"], r["status"]) for r in rows] == [("user", "failed"), ("assistant", "failed")]
     assert rows[1]["content"].startswith("blocked by the guardrails") and app.history.messages(app.chat_id) == []
-    assert ChatApp(app.client, app.qdrant, cfg, "none", app.history, MetricsLog()).guard is None  # off by default
+    assert (
+        ChatApp(app.client, app.qdrant, "none", cfg=cfg, history=app.history, metrics=MetricsLog()).guard is None
+    )  # off by default
 
 
 def test_service_refuses_a_blocked_question_over_sse_and_the_setting_turns_it_off(tmp_path, monkeypatch):

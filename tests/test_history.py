@@ -68,9 +68,9 @@ def test_messages_in_order_and_chats_separate(tmp_path):
 
 def test_last_n_keeps_system_and_the_newest():
     msgs = chat(9)
-    kept = last_n(msgs, 4)
+    kept = last_n(msgs, n=4)
     assert kept[0] == SYSTEM and kept[1:] == msgs[-4:]
-    assert last_n(msgs, 0) == [SYSTEM] and last_n(msgs, 100) == msgs
+    assert last_n(msgs, n=0) == [SYSTEM] and last_n(msgs, n=100) == msgs
 
 
 def test_within_token_budget_holds_and_keeps_system():
@@ -107,14 +107,14 @@ def test_context_query_joins_the_last_exchange_and_the_follow_up():
         {"role": "user", "content": "Q2?"},
         {"role": "assistant", "content": " ".join(["w"] * 100)},
     ]
-    assert context_query(history, "And then?") == "Q2? " + " ".join(["w"] * 60) + " And then?"
-    assert context_query(history, "And then?", max_words=0) == "Q2? And then?"
-    assert context_query([], "Hello?") == "Hello?"
+    assert context_query("And then?", history=history) == "And then? Q2? " + " ".join(["w"] * 60)
+    assert context_query("And then?", history=history, max_words=0) == "And then? Q2?"
+    assert context_query("Hello?", history=[]) == "Hello?"
 
 
 def test_rewrite_query_without_history_is_the_question(client):
-    assert rewrite_query(client, CHAT, [], "And who approves it?") == "And who approves it?"
-    assert rewrite_query(client, CHAT, [SYSTEM], "And who approves it?") == "And who approves it?"
+    assert rewrite_query(client, "And who approves it?", history=[], model=CHAT) == "And who approves it?"
+    assert rewrite_query(client, "And who approves it?", history=[SYSTEM], model=CHAT) == "And who approves it?"
 
 
 def test_rewrite_query_uses_a_good_rewrite_and_falls_back_otherwise(client):
@@ -123,9 +123,13 @@ def test_rewrite_query_uses_a_good_rewrite_and_falls_back_otherwise(client):
         {"role": "assistant", "content": "Tuesday, Thursday and Saturday, 19:00-22:00."},
     ]
     question = "How many people does it hold?"
-    rewrite = llm_rewrite(client, CHAT, history, question)  # decoding is repeatable: rewrite_query sees the same
-    expected = rewrite if rewrite_problem(rewrite, question, history) is None else context_query(history, question)
-    out = rewrite_query(client, CHAT, history, question)
+    rewrite = llm_rewrite(
+        client, question, history=history, model=CHAT
+    )  # decoding is repeatable: rewrite_query sees the same
+    expected = (
+        rewrite if rewrite_problem(rewrite, question, history) is None else context_query(question, history=history)
+    )
+    out = rewrite_query(client, question, history=history, model=CHAT)
     assert out == expected
     assert "sauna" in out.lower(), "the query does not say what 'it' is"
 
@@ -155,8 +159,8 @@ def test_rewrite_query_falls_back_to_the_context_query_for_a_bad_rewrite(answer,
         {"role": "assistant", "content": "Tuesday, Thursday and Saturday, 19:00-22:00."},
     ]
     question = "How many people does it hold?"
-    out = rewrite_query(ScriptedClient(answer), CHAT, history, question)
-    assert out == (answer if used else context_query(history, question))
+    out = rewrite_query(ScriptedClient(answer), question, history=history, model=CHAT)
+    assert out == (answer if used else context_query(question, history=history))
 
 
 def follow_ups() -> list[tuple[dict, list[dict]]]:
@@ -183,16 +187,18 @@ def test_rewritten_follow_ups_retrieve_the_gold_document(client, handbook_index)
     qdrant, _, collection = handbook_index
 
     def hit(query: str, gold: list[str]) -> bool:
-        return any(h.doc_id in gold for h in retrieve(qdrant, client, collection, EMBED, query, k=5))
+        return any(h.doc_id in gold for h in retrieve(client, qdrant, collection, query, embed_model=EMBED, k=5))
 
     raw, rewritten, accepted = collections.Counter(), collections.Counter(), collections.Counter()
     for q, history in follow_ups():
         group = "elliptical" if q["conversation"].startswith("conv-d") else "older"
         raw[group] += hit(q["question"], q["doc_ids"])
-        rewrite = llm_rewrite(client, CHAT, history, q["question"])  # what rewrite_query does, step by step
+        rewrite = llm_rewrite(
+            client, q["question"], history=history, model=CHAT
+        )  # what rewrite_query does, step by step
         usable = rewrite_problem(rewrite, q["question"], history) is None
         accepted[group] += usable
-        rewritten[group] += hit(rewrite if usable else context_query(history, q["question"]), q["doc_ids"])
+        rewritten[group] += hit(rewrite if usable else context_query(q["question"], history=history), q["doc_ids"])
     n = collections.Counter(
         ("elliptical" if q["conversation"].startswith("conv-d") else "older") for q, _ in follow_ups()
     )

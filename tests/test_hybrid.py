@@ -61,7 +61,7 @@ def chunk(i: int) -> Chunk:
 def tiny() -> QdrantClient:
     """Embedded Qdrant with the six hand-made points, created by ensure_collection (so with the BM25 index)."""
     qdrant = QdrantClient(":memory:")
-    ensure_collection(qdrant, "tiny", len(TEXTS))
+    ensure_collection(qdrant, "tiny", size=len(TEXTS))
     qdrant.upsert(
         "tiny",
         points=[
@@ -141,7 +141,7 @@ def test_a_collection_without_the_text_index_gives_a_clear_error_and_is_upgraded
         bm25_points(qdrant, "old", "FTP-3")
     with pytest.raises(MissingTextIndexError, match="no BM25 text index"):
         hybrid_points(qdrant, "old", vector(2), "FTP-3")
-    ensure_collection(qdrant, "old", len(TEXTS))  # what index_chunks calls first: it adds the index
+    ensure_collection(qdrant, "old", size=len(TEXTS))  # what index_chunks calls first: it adds the index
     assert bm25_points(qdrant, "old", "FTP-3", k=1)[0].payload["doc_id"] == "d2"
     assert qdrant.count("old").count == len(TEXTS)
 
@@ -172,9 +172,9 @@ def handbook(client):
     docs, _ = load_documents()
     chunks = chunk_documents(docs)
     qdrant = QdrantClient(":memory:")
-    first = index_chunks(qdrant, client, "handbook", chunks, EMBED_MODEL)
+    first = index_chunks(client, qdrant, "handbook", chunks, embed_model=EMBED_MODEL)
     count = qdrant.count("handbook").count
-    index_chunks(qdrant, client, "handbook", chunks, EMBED_MODEL)
+    index_chunks(client, qdrant, "handbook", chunks, embed_model=EMBED_MODEL)
     return qdrant, chunks, first, count
 
 
@@ -187,12 +187,14 @@ def test_reindexing_twice_leaves_the_same_point_count(handbook):
 @pytest.mark.slow
 def test_hybrid_retrieve_finds_a_code_and_keeps_the_filter(handbook, client):
     qdrant, *_ = handbook
-    hits = retrieve(qdrant, client, "handbook", EMBED_MODEL, "VH-120", k=5, hybrid=True)
+    hits = retrieve(client, qdrant, "handbook", "VH-120", embed_model=EMBED_MODEL, k=5, hybrid=True)
     assert len(hits) == 5 and any("VH-120" in h.text for h in hits[:3])
     policy = models.Filter(must=[models.FieldCondition(key="category", match=models.MatchValue(value="policy"))])
-    hits = retrieve(qdrant, client, "handbook", EMBED_MODEL, "form FTP-3", k=5, query_filter=policy, hybrid=True)
+    hits = retrieve(
+        client, qdrant, "handbook", "form FTP-3", embed_model=EMBED_MODEL, k=5, query_filter=policy, hybrid=True
+    )
     assert len(hits) == 5 and {h.payload["category"] for h in hits} == {"policy"}
-    dense = retrieve(qdrant, client, "handbook", EMBED_MODEL, "form FTP-3", k=5)  # the default is unchanged
+    dense = retrieve(client, qdrant, "handbook", "form FTP-3", embed_model=EMBED_MODEL, k=5)  # the default is unchanged
     assert [h.score for h in dense] == sorted((h.score for h in dense), reverse=True) and all(
         -1.0 <= h.score <= 1.0 for h in dense
     )
@@ -202,7 +204,7 @@ def test_hybrid_retrieve_finds_a_code_and_keeps_the_filter(handbook, client):
 def test_reranker_keeps_exactly_the_candidates_it_was_given(handbook, client):
     qdrant, *_ = handbook
     question = "Which form do I use to report an incident?"
-    candidates = retrieve(qdrant, client, "handbook", EMBED_MODEL, question, k=4, hybrid=True)
+    candidates = retrieve(client, qdrant, "handbook", question, embed_model=EMBED_MODEL, k=4, hybrid=True)
     reranked = rerank(client, STAND_IN_CHAT_MODEL, question, candidates)
     assert sorted(h.chunk_id for h in reranked) == sorted(h.chunk_id for h in candidates)  # none invented or dropped
     assert len(reranked) == len(candidates)

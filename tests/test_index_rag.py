@@ -10,7 +10,14 @@ from qdrant_client import QdrantClient, models
 
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 from helpers.corpus import load_questions
-from helpers.index import VectorSizeMismatchError, ensure_collection, index_chunks, point_id
+from helpers.index import (
+    VectorSizeMismatchError,
+    collection_vector_size,
+    ensure_collection,
+    ensure_index,
+    index_chunks,
+    point_id,
+)
 from helpers.rag import NOT_IN_DOCS, Hit, build_messages, citations, cited_numbers, retrieve
 
 COLLECTION = "handbook"
@@ -56,9 +63,9 @@ def test_point_ids_are_deterministic_uuids():
 def test_upsert_twice_keeps_the_count(client, chunks):
     qdrant = QdrantClient(":memory:")
     some = [c for c in chunks if c.doc_id in {"incident-reporting", "quiet-hours"}]
-    index_chunks(qdrant, client, COLLECTION, some, EMBED_MODEL)
+    index_chunks(client, qdrant, COLLECTION, some, embed_model=EMBED_MODEL)
     first = qdrant.count(COLLECTION).count
-    index_chunks(qdrant, client, COLLECTION, some, EMBED_MODEL)
+    index_chunks(client, qdrant, COLLECTION, some, embed_model=EMBED_MODEL)
     assert first == qdrant.count(COLLECTION).count == len(some)
 
 
@@ -67,9 +74,9 @@ def test_a_document_that_shrinks_leaves_no_stale_chunks(client, chunks):
     doc = [c for c in chunks if c.doc_id == "boat-operations"]
     other = [c for c in chunks if c.doc_id == "quiet-hours"]
     assert len(doc) > 3
-    index_chunks(qdrant, client, COLLECTION, doc + other, EMBED_MODEL)
+    index_chunks(client, qdrant, COLLECTION, doc + other, embed_model=EMBED_MODEL)
     assert doc_point_ids(qdrant, "boat-operations") == {c.id for c in doc}
-    index_chunks(qdrant, client, COLLECTION, doc[:2], EMBED_MODEL)
+    index_chunks(client, qdrant, COLLECTION, doc[:2], embed_model=EMBED_MODEL)
     assert doc_point_ids(qdrant, "boat-operations") == {c.id for c in doc[:2]}
     assert doc_point_ids(qdrant, "quiet-hours") == {c.id for c in other}, "other documents are untouched"
     assert qdrant.count(COLLECTION).count == 2 + len(other)
@@ -78,7 +85,9 @@ def test_a_document_that_shrinks_leaves_no_stale_chunks(client, chunks):
 @pytest.mark.slow
 def test_category_filter_returns_only_that_category(handbook, client, chunks):
     only = models.Filter(must=[models.FieldCondition(key="category", match=models.MatchValue(value="safety"))])
-    hits = retrieve(handbook, client, COLLECTION, EMBED_MODEL, "Where is the muster point?", k=10, query_filter=only)
+    hits = retrieve(
+        client, handbook, COLLECTION, "Where is the muster point?", embed_model=EMBED_MODEL, k=10, query_filter=only
+    )
     assert len(hits) == 10 and {h.payload["category"] for h in hits} == {"safety"}
     expected = sum(c.metadata["category"] == "safety" for c in chunks)
     assert handbook.count(COLLECTION, count_filter=only).count == expected
@@ -88,7 +97,7 @@ def test_category_filter_returns_only_that_category(handbook, client, chunks):
 def test_date_range_filter_on_iso_dates(handbook, client, chunks):
     window = models.DatetimeRange(gte="2025-06-01", lt="2025-10-02")
     only = models.Filter(must=[models.FieldCondition(key="updated", range=window)])
-    hits = retrieve(handbook, client, COLLECTION, EMBED_MODEL, "boat wind limit", k=10, query_filter=only)
+    hits = retrieve(client, handbook, COLLECTION, "boat wind limit", embed_model=EMBED_MODEL, k=10, query_filter=only)
     assert hits and all("2025-06-01" <= h.payload["updated"] < "2025-10-02" for h in hits)
     expected = sum("2025-06-01" <= c.metadata["updated"] < "2025-10-02" for c in chunks)
     assert 0 < expected < len(chunks)
@@ -99,21 +108,21 @@ def test_wrong_vector_size_says_what_to_do(client, chunks):
     qdrant = QdrantClient(":memory:")
     qdrant.create_collection(COLLECTION, vectors_config=models.VectorParams(size=768, distance=models.Distance.COSINE))
     with pytest.raises(VectorSizeMismatchError) as err:
-        ensure_collection(qdrant, COLLECTION, 384)
+        ensure_collection(qdrant, COLLECTION, size=384)
     message = str(err.value)
     assert "768" in message and "384" in message
     assert f"delete_collection({COLLECTION!r})" in message and "new collection name" in message
     with pytest.raises(VectorSizeMismatchError):
-        index_chunks(qdrant, client, COLLECTION, chunks[:2], EMBED_MODEL)
+        index_chunks(client, qdrant, COLLECTION, chunks[:2], embed_model=EMBED_MODEL)
     assert qdrant.count(COLLECTION).count == 0, "nothing was written"
 
 
 def test_ensure_collection_creates_with_the_given_size():
     qdrant = QdrantClient(":memory:")
-    ensure_collection(qdrant, "fresh", 384)
+    ensure_collection(qdrant, "fresh", size=384)
     params = qdrant.get_collection("fresh").config.params.vectors
     assert params.size == 384 and params.distance == models.Distance.COSINE
-    ensure_collection(qdrant, "fresh", 384)  # a second call with the same size is fine
+    ensure_collection(qdrant, "fresh", size=384)  # a second call with the same size is fine
 
 
 @pytest.mark.slow
@@ -124,7 +133,7 @@ def test_gold_document_in_top_5(handbook, client):
     assert len(questions) >= 50
     misses = []
     for q in questions:
-        hits = retrieve(handbook, client, COLLECTION, EMBED_MODEL, q["question"], k=5)
+        hits = retrieve(client, handbook, COLLECTION, q["question"], embed_model=EMBED_MODEL, k=5)
         scores = [h.score for h in hits]
         assert len(hits) == 5 and scores == sorted(scores, reverse=True)
         if not set(q["doc_ids"]) & {h.doc_id for h in hits}:
@@ -155,7 +164,7 @@ def test_prompt_numbers_the_sources():
 @pytest.mark.slow
 def test_end_to_end_answer_cites_only_retrieved_chunks(handbook, client):
     question = "Which form do I use to report an incident or a near miss, and how soon must it be handed in?"
-    hits = retrieve(handbook, client, COLLECTION, EMBED_MODEL, question, k=5)
+    hits = retrieve(client, handbook, COLLECTION, question, embed_model=EMBED_MODEL, k=5)
     assert "incident-reporting" in {h.doc_id for h in hits}
     reply = client.chat(
         model=STAND_IN_CHAT_MODEL,
@@ -167,3 +176,16 @@ def test_end_to_end_answer_cites_only_retrieved_chunks(handbook, client):
     assert answer.strip() and reply.prompt_eval_count > 0
     assert all(1 <= n <= len(hits) for n in cited_numbers(answer))
     assert all(h in hits for h in citations(answer, hits))
+
+
+def test_ensure_index_reindexes_a_collection_of_the_right_count_but_another_vector_size(client, chunks):
+    few = chunks[:3]
+    qdrant = QdrantClient(":memory:")
+    ensure_collection(qdrant, COLLECTION, size=8)  # an old index, made with another embedding model
+    qdrant.upsert(COLLECTION, [models.PointStruct(id=point_id(c.id), vector=[0.1] * 8, payload={}) for c in few])
+    assert qdrant.count(COLLECTION).count == len(few), "the point count alone says the index is complete"
+    with pytest.raises(VectorSizeMismatchError, match="8-d vectors.*384-d.*delete_collection"):
+        ensure_index(client, qdrant, COLLECTION, few, embed_model=EMBED_MODEL, recreate=False)
+    assert ensure_index(client, qdrant, COLLECTION, few, embed_model=EMBED_MODEL) == len(few)
+    assert collection_vector_size(qdrant, COLLECTION) == 384 and qdrant.count(COLLECTION).count == len(few)
+    assert ensure_index(client, qdrant, COLLECTION, few, embed_model=EMBED_MODEL) == 0, "complete: nothing written"

@@ -55,21 +55,21 @@ def test_generation_record_by_hand(client):
     assert record.duration_s == 1.5 and record.ttft_s == 0.25 and record.tokens_per_s > 0
 
 
-def test_stream_without_final_chunk_is_an_error():
-    with pytest.raises(RuntimeError, match="final chunk"):
+def test_stream_without_final_piece_is_an_error():
+    with pytest.raises(RuntimeError, match="final piece"):
         MetricsLog().stream(iter([]))
 
 
 def test_dataframe_has_one_row_per_call(client):
     log = MetricsLog()
     qdrant = QdrantClient(":memory:")
-    with log.timed("embed", EMBED, request_id="q1") as rec:
+    with log.timed("embed", model=EMBED, request_id="q1") as rec:
         response = client.embed(model=EMBED, input="Where is the clinic?")
         rec.prompt_tokens = response.prompt_eval_count
     vector = response.embeddings[0]
     qdrant.create_collection("t", vectors_config=models.VectorParams(size=len(vector), distance=models.Distance.COSINE))
     qdrant.upsert("t", points=[models.PointStruct(id=1, vector=vector, payload={})])
-    with log.timed("search", "qdrant", request_id="q1"):
+    with log.timed("search", model="qdrant", request_id="q1"):
         qdrant.query_points("t", query=vector, limit=1)
     log.stream(client.chat(model=CHAT, messages=QUESTION, stream=True, options=OPTIONS), request_id="q1")
     df = log.dataframe()
@@ -118,7 +118,7 @@ def test_cost_usd_arithmetic():
 @pytest.mark.slow
 def test_count_usage_adds_a_non_streamed_calls_tokens(client):
     log = MetricsLog()
-    with log.timed("rewrite", CHAT, request_id="r") as rec:
+    with log.timed("rewrite", model=CHAT, request_id="r") as rec:
         response = client.chat(model=CHAT, messages=QUESTION, options=OPTIONS)
         count_usage(rec, response)
     assert rec.prompt_tokens == response.prompt_eval_count > 0

@@ -190,7 +190,7 @@ def test_a_client_that_gave_up_during_a_delay_is_never_forwarded(proxy):
 def test_timeouts_can_be_left_out_of_the_retries(proxy):
     proxy.set("delay:1")
     with pytest.raises(httpx.ReadTimeout):
-        retrying(3, retry_timeouts=False, **FAST)(embed, make_client(proxy.url, read=0.2))
+        retrying(attempts=3, retry_timeouts=False, **FAST)(embed, make_client(proxy.url, read=0.2))
     assert len(proxy.seen) == 1 and not is_transient(httpx.ReadTimeout("t"), timeouts=False)
 
 
@@ -221,14 +221,16 @@ def test_a_deadline_cuts_a_slow_but_steady_stream(proxy):
     start = time.perf_counter()
     stream = make_client(proxy.url).chat(model=MODEL, messages=USER, stream=True)  # 10 words over ~0.2 s
     with pytest.raises(DeadlineExceededError, match="deadline"):
-        list(with_deadline(stream, 0.08))
+        list(with_deadline(stream, seconds=0.08))
     assert time.perf_counter() - start < 0.08 + 3.0
 
 
 def test_open_stream_retries_until_the_first_chunk(proxy):
     proxy.set("503", times=2, path="/api/chat")
     client = make_client(proxy.url)
-    chunks = list(open_stream(lambda: client.chat(model=MODEL, messages=USER, stream=True), retrying(3, **FAST)))
+    chunks = list(
+        open_stream(lambda: client.chat(model=MODEL, messages=USER, stream=True), policy=retrying(attempts=3, **FAST))
+    )
     assert chunks[-1].done and len(proxy.seen) == 3
 
 
@@ -236,7 +238,9 @@ def test_a_stream_that_dies_mid_answer_is_never_sent_again(proxy):
     client = make_client(proxy.url, headers={"X-Fault": "die:4"})  # per request: this client's requests only
     received = []
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)) as caught:
-        for chunk in open_stream(lambda: client.chat(model=MODEL, messages=USER, stream=True), retrying(5, **FAST)):
+        for chunk in open_stream(
+            lambda: client.chat(model=MODEL, messages=USER, stream=True), policy=retrying(attempts=5, **FAST)
+        ):
             received.append(chunk.message.content)
     assert len(received) == 4 and len(proxy.seen) == 1  # the half answer was shown once and not asked for again
     assert failure_kind(caught.value) == "connection_lost"
@@ -310,7 +314,9 @@ def test_spans_logs_and_failure_counters_follow_a_request(proxy):
     proxy.set("503", times=1)
     with request_context("req12345") as rid, tel.span("chat"):
         with tel.span("embed", model="fake-embed"):
-            retrying(2, on_retry=lambda _s: tel.retries.labels("embed").inc(), **FAST)(embed, make_client(proxy.url))
+            retrying(attempts=2, on_retry=lambda _s: tel.retries.labels("embed").inc(), **FAST)(
+                embed, make_client(proxy.url)
+            )
         logger.info("retrieved", extra={"stage": "search", "chunks": ["a#0"]})
         with pytest.raises(ollama.ResponseError), tel.span("generate"):
             proxy.set("404")
@@ -338,7 +344,7 @@ def test_real_stand_in_behind_the_proxy_retries_and_times_out(stand_in):
     with FaultProxy(stand_in[0]) as fault_proxy:
         fault_proxy.set("503", times=2)
         patient = make_client(fault_proxy.url)  # the first calls may load the models
-        vector = retrying(3, **FAST)(patient.embed, model="all-minilm", input="muster point").embeddings[0]
+        vector = retrying(attempts=3, **FAST)(patient.embed, model="all-minilm", input="muster point").embeddings[0]
         assert len(vector) == 384 and len(fault_proxy.seen) == 3
         patient.chat(model="smollm2:135m", messages=USER, options={"num_predict": 1})
         fault_proxy.set("stall:2", path="/api/chat")
@@ -349,3 +355,26 @@ def test_real_stand_in_behind_the_proxy_retries_and_times_out(stand_in):
             ):
                 received.append(chunk)
         assert len(received) == 2 and time.perf_counter() - start < 120  # the first tokens' time, plus 5 s
+
+
+def test_one_stage_records_the_metric_the_span_and_the_log_line_together():
+    from helpers.metrics import MetricsLog
+
+    metrics, out = MetricsLog(), io.StringIO()
+    tel = Telemetry("test", registry=metrics.registry, endpoint="")
+    logger = json_logs("rag-stage-test", stream=out)
+    with request_context("stage123"):
+        with tel.stage("retrieve", metrics=metrics, model="all-minilm", logger=logger, k=4) as stage:
+            stage.span.set_attribute("hits", 4)
+        with pytest.raises(TimeoutError), tel.stage("rewrite", metrics=metrics, model="m", logger=logger):
+            raise TimeoutError("slow")
+    assert [(r.stage, r.model, r.request_id) for r in metrics.records] == [
+        ("retrieve", "all-minilm", "stage123"),
+        ("rewrite", "m", "stage123"),
+    ]
+    spans = {s.name: s for s in tel.finished("stage123")}
+    assert spans["retrieve"].attributes["hits"] == 4 and spans["rewrite"].status.status_code.name == "ERROR"
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["stage"], line["level"]) for line in lines] == [("retrieve", "info"), ("rewrite", "warning")]
+    assert lines[0]["hits"] == 4 and lines[0]["k"] == 4 and lines[1]["kind"] == "timeout" and "ms" in lines[1]
+    assert 'rag_failures_total{kind="timeout",stage="rewrite"} 1.0' in metrics.prometheus_text()

@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
 from app.service import MAX_QUESTION_CHARS, create_app, sse
 from helpers.history import HistoryStore
@@ -36,15 +36,22 @@ def down(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(stand_in, tmp_path_factory):
-    """(http client, history store, stand-in server) for the app on the stand-in, handbook indexed once."""
+def served_app(stand_in, tmp_path_factory):
+    """The app on the stand-in, handbook indexed once, served over real HTTP: (app, http client, history store)."""
     history = HistoryStore(tmp_path_factory.mktemp("served") / "history.sqlite")
     app = create_app(
         stand_in_config(stand_in[0]), qdrant=indexed_qdrant(stand_in[0]), history=history, options=FAST_OPTIONS
     )
     app.state.service.k = 2  # shorter prompts: the shared 2-core machine reads them faster
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=600) as http:
-        yield http, history, stand_in[1]
+        yield app, http, history
+
+
+@pytest.fixture
+def served(served_app, stand_in):
+    """(http client, history store, stand-in server) for the served app."""
+    _app, http, history = served_app
+    return http, history, stand_in[1]
 
 
 def test_sse_frames_are_event_data_blank_line():
@@ -115,10 +122,11 @@ def test_page_and_static_files_are_served(down):
 
 def test_metrics_count_requests_by_status(down):
     http, _ = down
-    http.post("/chat/bad id", json={"question": QUESTION})
+    assert http.post("/chat/bad id", json={"question": QUESTION}).status_code == 400
+    assert http.post("/chat/c9", json={}).status_code == 422  # its own requests: passes alone or in any order
     text = http.get("/metrics").text
     assert 'http_requests_total{method="POST",route="/chat/{chat_id}",status="400"}' in text
-    assert 'status="503"' in text or 'status="422"' in text  # the module's earlier requests
+    assert 'http_requests_total{method="POST",route="/chat/{chat_id}",status="422"}' in text
 
 
 @pytest.mark.slow
@@ -254,3 +262,68 @@ def test_failure_mid_stream_sends_an_error_event_and_records_a_failed_turn(stand
             assert stored["failed"][1]["content"].startswith("generation failed")
     finally:
         proxy.close()
+
+
+@pytest.mark.slow
+def test_healthz_fails_when_the_collection_holds_vectors_of_another_size(served_app):
+    app, http, _history = served_app
+    assert http.get("/healthz").json()["parts"]["qdrant"] == "ok"
+    svc = app.state.service
+    svc.qdrant.create_collection(
+        "old-model", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE)
+    )
+    svc.qdrant.upsert("old-model", [models.PointStruct(id=n, vector=[0.1] * 8, payload={}) for n in range(5)])
+    svc.collection = "old-model"  # what an app finds on a Qdrant server indexed with another embedding model
+    try:
+        response = http.get("/healthz")
+    finally:
+        svc.collection = "handbook"
+    assert response.status_code == 503
+    assert "8-d" in response.json()["parts"]["qdrant"] and "384-d" in response.json()["parts"]["qdrant"]
+
+
+@pytest.mark.slow
+def test_time_to_first_token_counts_from_the_request(served):
+    http, _history, _server = served
+    start = time.perf_counter()
+    seen_first = None
+    with http.stream("POST", "/chat/ttft", json={"question": QUESTION}) as response:
+        assert response.status_code == 200
+        events = []
+        for event, data in parse_sse(response.iter_lines()):
+            if event == "token" and seen_first is None:
+                seen_first = time.perf_counter() - start
+            events.append((event, data))
+    done = dict(events)["done"]
+    assert seen_first is not None and done["ttft_s"] > 0.5 * seen_first, (done["ttft_s"], seen_first)
+    assert done["ttft_s"] <= seen_first + 0.05, "the server's clock cannot start before the request"
+
+
+def test_python_m_app_prints_its_url_only_once_the_app_answers(capsys):
+    import contextlib
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from app.__main__ import announce_when_ready
+
+    @contextlib.asynccontextmanager
+    async def slow_start(_app):  # start-up indexing, in short
+        time.sleep(1.5)
+        yield
+
+    app = FastAPI(lifespan=slow_start)
+    app.get("/healthz")(lambda: {"status": "ok"})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    try:
+        announce_when_ready(server, f"http://127.0.0.1:{port}/", poll_s=0.05)
+        waited = time.perf_counter() - start
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, "the printed URL answers"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert waited >= 1.5 and f"serving the chat page on http://127.0.0.1:{port}/" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers.history import HistoryStore, PostgresHistoryStore, open_history
+from helpers.history import HistoryStore, HistoryUnavailableError, PostgresHistoryStore, open_history
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -193,7 +193,8 @@ def test_several_processes_share_the_postgres_table(postgres_url):
 
 
 @pytest.mark.slow
-def test_two_app_processes_share_one_postgres_history(stand_in, postgres_url):
+def test_two_apps_in_one_process_share_one_postgres_history(stand_in, postgres_url):
+    """Two app instances (each its own store and connection) in this process; separate processes: the test above."""
     from app.service import create_app
     from infra.background import BackgroundServer
     from tests.support.served import ask, indexed_qdrant, stand_in_config
@@ -221,8 +222,23 @@ def test_two_app_processes_share_one_postgres_history(stand_in, postgres_url):
         assert events[-1][0] == "done"
         seen_by_b = http_b.get("/chats/shared").json()["messages"]
         assert [m["role"] for m in seen_by_b] == ["user", "assistant"]
-        assert seen_by_b[1]["content"] == "".join(d["text"] for e, d in events if e == "token").strip()
+        assert seen_by_b[1]["content"] == dict(events)["sources"]["answer"]
         assert http_b.delete("/chats/shared").json()["deleted"] == 2
         assert http_a.get("/chats/shared").json()["messages"] == []
     for app in apps:
         app.state.service.history.close()
+
+
+@pytest.mark.parametrize("url", ["mysql://user:secret@db:3306/chat", "redis://localhost:6379/0"])
+def test_an_unsupported_history_url_says_what_to_set(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HistoryUnavailableError, match="is not supported.*HISTORY_URL to postgresql://") as caught:
+        open_history(url)
+    assert "secret" not in str(caught.value) and not any(tmp_path.iterdir()), "no SQLite file made of the URL"
+
+
+def test_an_unreachable_postgres_says_to_start_it():
+    url = f"postgresql://workshop:secret@127.0.0.1:{free_port()}/history?connect_timeout=3"
+    with pytest.raises(HistoryUnavailableError, match="cannot be opened.*Start PostgreSQL") as caught:
+        open_history(url)
+    assert "secret" not in str(caught.value)

@@ -136,9 +136,18 @@ def test_retrieval_failing_degrades_the_answer_and_traces_every_stage(faulty):
     events = ask(http, "r", "And who checks it?")  # a follow-up: rewrite, embed, search, generate
     rid = events[-1][1]["request_id"]
     spans = svc.telemetry.finished(rid)
-    assert {"chat", "rewrite", "embed", "search", "generate"} <= {s.name for s in spans}
+    assert {"chat", "rewrite", "retrieve", "embed", "search", "generate"} <= {s.name for s in spans}
     root = next(s for s in spans if s.name == "chat")
-    assert all(s.parent is not None and s.parent.span_id == root.context.span_id for s in spans if s is not root)
+    parents = {s.context.span_id: s.parent.span_id if s.parent else None for s in spans}
+
+    def descends(span_id: int | None) -> bool:  # every stage's span is under the turn's root span
+        while span_id is not None and span_id != root.context.span_id:
+            span_id = parents.get(span_id)
+        return span_id == root.context.span_id
+
+    assert all(descends(s.context.span_id) for s in spans)
+    by_name = {s.name: s for s in spans}
+    assert by_name["embed"].parent.span_id == by_name["retrieve"].context.span_id, "retrieve = embed + search"
     assert root.attributes["outcome"] == "ok"
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     mine = [line for line in lines if line["request_id"] == rid]

@@ -95,6 +95,7 @@ async function ask(question) {
           $("status").textContent = "streaming…";
         } else if (event === "sources") {
           showSources(data.sources);
+          if (data.answer) answer.textContent = data.answer;  // cleaned: an echoed "Question: ..." tail cut
         } else if (event === "guard") {  // lesson 14: a refusal, or the answer with links or codes stripped
           answer.textContent = data.text;
         } else if (event === "done" && data.blocked) {

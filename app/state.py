@@ -1,0 +1,150 @@
+"""The service's state: the backends, the history store, the metrics and the one RAG turn (helpers/turn.py)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter
+from qdrant_client import QdrantClient
+
+from helpers.chunking import chunk_documents
+from helpers.corpus import load_documents
+from helpers.guardrails import Guard
+from helpers.history import HistoryStore
+from helpers.index import collection_vector_size, ensure_index
+from helpers.metrics import MetricsLog
+from helpers.resilience import CircuitBreaker, make_client, retrying
+from helpers.setup import Config
+from helpers.telemetry import Telemetry
+from helpers.turn import RagTurn, generation_options
+
+log = logging.getLogger("app")
+
+
+@dataclass
+class Service:
+    """Everything a request needs: the backends, the history store, the metrics, the generation settings."""
+
+    cfg: Config
+    qdrant: QdrantClient
+    history: HistoryStore
+    collection: str = "handbook"
+    k: int = 4
+    hybrid: bool = False  # True: dense + BM25 fused by RRF (lesson 11)
+    max_messages: int = 6  # the last 3 question/answer pairs go into the prompt
+    options: dict = field(default_factory=generation_options)
+    metrics: MetricsLog = field(default_factory=MetricsLog)
+    startup_s: float | None = None
+    indexed: int = 0
+    read_s: float = 300.0  # the longest silence allowed between two bytes of a model's answer
+    deadline_s: float = 600.0  # the longest a whole answer may take
+    attempts: int = 3  # tries for a call that fails transiently (before the first token only)
+    breaker_failures: int = 3  # failed turns in a row that open the circuit
+    breaker_reset_s: float = 10.0  # how long it stays open before one request probes the backend
+    guard: Guard | None = None  # lesson 14's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
+
+    def __post_init__(self) -> None:
+        host = self.cfg.ollama_host
+        self.client = make_client(host, read=self.read_s)  # embeddings, rewrites (sync, in the thread pool)
+        self.aclient = make_client(host, read=self.read_s, asynchronous=True)  # the answer stream (cancellable)
+        self.probe = make_client(host, read=5)  # /healthz answers fast even when the backend hangs
+        self.telemetry = Telemetry("rag-app", registry=self.metrics.registry)
+        self.breaker = CircuitBreaker(
+            "llm",
+            failures=self.breaker_failures,
+            reset_after=self.breaker_reset_s,
+            on_change=self.telemetry.on_breaker_change("llm"),
+        )
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=self.metrics.registry,
+        )
+        self.turns = Counter(
+            "rag_chat_turns",
+            "Chat turns by outcome (ok, error, disconnected, blocked, unavailable)",
+            ["outcome"],
+            registry=self.metrics.registry,
+        )
+        self.index_lock = threading.Lock()
+
+    def retry(self, stage: str, *, asynchronous: bool = False) -> Any:
+        """The retry policy of one stage; each retry moves rag_retries_total{stage}. Generation never retries a timeout."""
+        return retrying(
+            attempts=self.attempts,
+            on_retry=lambda _state: self.telemetry.retries.labels(stage).inc(),
+            asynchronous=asynchronous,
+            retry_timeouts=stage != "generate",
+        )
+
+    def turn(self) -> RagTurn:
+        """The one RAG turn with this service's settings, its stages traced, metered and logged."""
+        return RagTurn(
+            self.client,
+            self.qdrant,
+            self.collection,
+            chat_model=self.cfg.chat_model,
+            embed_model=self.cfg.embed_model,
+            k=self.k,
+            hybrid=self.hybrid,
+            guard=self.guard,
+            options=self.options,
+            metrics=self.metrics,
+            telemetry=self.telemetry,
+            retry=self.retry,
+        )
+
+
+def index_handbook(svc: Service) -> int:
+    """Index the handbook unless the collection holds every chunk at the embedder's vector size; the chunk count."""
+    with svc.index_lock:
+        chunks = chunk_documents(load_documents()[0])
+        written = ensure_index(svc.client, svc.qdrant, svc.collection, chunks, embed_model=svc.cfg.embed_model)
+        if written:
+            log.info("indexed %d chunks into %r", written, svc.collection)
+        svc.indexed = len(chunks)
+        return len(chunks)
+
+
+def health(svc: Service) -> dict[str, str]:
+    """Each part: "ok", or what fails and how to fix it."""
+    parts, cfg = {}, svc.cfg
+    try:
+        names = {n for m in svc.probe.list().models for n in (m.model or "", (m.model or "").removesuffix(":latest"))}
+        parts["llm"] = (
+            "ok"
+            if cfg.chat_model in names
+            else (f"fail: {cfg.ollama_host} does not serve {cfg.chat_model}: run `ollama pull {cfg.chat_model}`")
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, not raised
+        parts["llm"] = (
+            f"fail: no LLM backend answers at {cfg.ollama_host} ({type(exc).__name__}): start Ollama or "
+            "the offline stand-in (`.venv/bin/python -m infra.standin start`)"
+        )
+    dim = None
+    try:
+        dim = len(svc.probe.embed(model=cfg.embed_model, input="health check").embeddings[0])
+        parts["embedding"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        parts["embedding"] = f"fail: {cfg.embed_model} does not embed ({type(exc).__name__}: {exc})"
+    try:
+        count = svc.qdrant.count(svc.collection).count if svc.qdrant.collection_exists(svc.collection) else 0
+        size = collection_vector_size(svc.qdrant, svc.collection)
+        if not count:
+            parts["qdrant"] = f"fail: collection {svc.collection!r} is empty: restart the app to index"
+        elif dim is not None and size != dim:
+            parts["qdrant"] = (
+                f"fail: collection {svc.collection!r} holds {size}-d vectors but {cfg.embed_model} makes {dim}-d "
+                "vectors (EMBED_MODEL changed?): restart the app, which indexes again at the new size"
+            )
+        else:
+            parts["qdrant"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        parts["qdrant"] = (
+            f"fail: Qdrant ({svc.cfg.qdrant_url or 'embedded'}) does not answer ({type(exc).__name__}: {exc})"
+        )
+    return parts

@@ -1,13 +1,15 @@
-"""Lesson 14's measurement on every case: attack success, benign false positives and added latency, per layer.
+"""Lesson 14's measurement on every case: attacks, benign false positives, latency and answer quality, per layer.
 
-    .venv/bin/python -m bench.guardrails [--benign-answers 103] [--timed 10] [--attacks ID,ID] [--k 4] [--num-predict 80]
+    .venv/bin/python -m bench.guardrails [--benign-answers 103] [--timed 10] [--attacks ID,ID] [--k 4] [--threads N]
 
 A private stand-in runs in a child process (bench.common). The clean handbook is indexed into embedded Qdrant,
 then a separate collection holds it plus a poisoned copy of a page per document-channel attack (helpers.attacks).
-Every attack of data/attacks/attacks.jsonl is asked with no defence and with each layer added on top of the ones
-before; the input and source checks run on all 103 handbook questions, and the answers (needed by the output checks
-on the first --benign-answers of them, the latency with and without each layer on the first --timed. Temperature 0 and a seed: the same prompt gives the same
-answer, so a layer that leaves the prompt unchanged reuses it. Prints one table, in Markdown.
+Every attack of data/attacks/attacks.jsonl is asked with no defence, with each layer added on top of the ones
+before, and with every layer but the marked sources; the input and source checks run on all 103 handbook questions,
+the answers (needed by the output checks, and by the answer-quality column: lesson 09's checks on what the user is
+shown) on the first --benign-answers of them, the latency with and without each layer on the first --timed.
+Temperature 0 and a seed: the same prompt gives the same answer, so a layer that leaves the prompt unchanged reuses
+it. Prints one table, in Markdown.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from dataclasses import replace
 
 import ollama
 from qdrant_client import QdrantClient
@@ -24,6 +27,7 @@ from helpers.attacks import Runner, attack_succeeded, checkable, index_poisoned,
 from helpers.chunking import chunk_documents
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 from helpers.corpus import load_documents, load_questions
+from helpers.evaluation import contains_answer, is_refusal
 from helpers.guardrails import NONE, GuardSettings, cumulative_layers
 from helpers.index import index_chunks
 
@@ -38,6 +42,7 @@ COLUMNS = [
     "guard ms/question",
     "added latency ms/question",
     "added prompt tokens",
+    "benign answers correct",
 ]
 
 
@@ -45,6 +50,15 @@ def markdown(rows: list[dict]) -> str:
     """Rows as a Markdown table."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows])
+
+
+def answer_quality(runner: Runner, settings: GuardSettings, questions: list[dict]) -> str:
+    """Lesson 09's checks on what the user is shown: the gold answer in it, or a refusal for an unanswerable one."""
+    if not questions:
+        return "-"
+    shown = [runner.run(q, settings).shown for q in questions]
+    ok = [contains_answer(a, q["answer"]) if q["doc_ids"] else is_refusal(a) for q, a in zip(questions, shown)]
+    return f"{sum(ok)}/{len(ok)} ({100 * sum(ok) / len(ok):.0f} %)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=4, help="chunks per question (4, as the service)")
     parser.add_argument("--num-predict", type=int, default=80)
     parser.add_argument("--host", default="", help="an Ollama API to use instead of a private stand-in")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads of the private stand-in")
     args = parser.parse_args(argv)
     attacks = load_attacks()
     if args.attacks:
@@ -63,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     benign = load_questions()
     options = {"temperature": 0, "seed": 42, "num_predict": args.num_predict, "num_ctx": 4096}
     started = time.perf_counter()
-    with private_stand_in() if not args.host else contextlib.nullcontext(args.host) as url:
+    with private_stand_in(args.threads) if not args.host else contextlib.nullcontext(args.host) as url:
         client = ollama.Client(host=url)
         qdrant = QdrantClient(":memory:")
         docs, _ = load_documents()
@@ -75,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(attacks)} attacks; the planted text was among the k={args.k} retrieved chunks for "
             f"{len(delivered)} of {sum(c['channel'] == 'document' for c in attacks)} document attacks"
         )
-        rows, baseline = [], {}
-        for name, settings in cumulative_layers():
+        rows: list[dict] = []
+        baseline: dict[str, float] = {}
+        layers = [*cumulative_layers(), ("all but mark sources", replace(GuardSettings(), mark_sources=False))]
+        for name, settings in layers:
             progress(f"{time.perf_counter() - started:6.0f} s  {name}")
             answered = benign[: args.benign_answers]
             rows.append(layer_row(name, runner, settings, attacks, benign, answered, answered[: args.timed], baseline))
+            rows[-1]["benign answers correct"] = answer_quality(runner, settings, answered)
             progress("| " + " | ".join(str(rows[-1][c]) for c in COLUMNS) + " |")
         full = GuardSettings()
         still = [

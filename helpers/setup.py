@@ -106,7 +106,7 @@ def check_qdrant(url: str) -> str:
     return info.version
 
 
-def setup(quiet: bool = False) -> Config:
+def setup(*, quiet: bool = False) -> Config:
     """Find Ollama or start the stand-in, check models and Qdrant, print a status table."""
     settings = read_settings()
     backend, host, info = find_backend(settings)

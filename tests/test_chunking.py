@@ -41,7 +41,7 @@ def long_section_doc(lines: int = 60) -> Document:
 
 @pytest.mark.parametrize(("size", "overlap"), sorted(EXPECTED_COUNTS))
 def test_chunk_counts_are_stable_for_the_corpus(docs, size, overlap):
-    assert len(chunk_documents(docs, size, overlap)) == EXPECTED_COUNTS[size, overlap]
+    assert len(chunk_documents(docs, chunk_size=size, chunk_overlap=overlap)) == EXPECTED_COUNTS[size, overlap]
 
 
 @pytest.mark.parametrize("size", [60, 100, 200])
@@ -78,7 +78,7 @@ def test_overlap_on_the_real_long_document(docs):
     handbook = [d for d in docs if d.id == "field-safety-handbook"]
 
     def pairs_sharing(overlap: int) -> tuple[int, int]:
-        chunks = chunk_documents(handbook, 200, overlap)
+        chunks = chunk_documents(handbook, chunk_size=200, chunk_overlap=overlap)
         pairs = [(a, b) for a, b in zip(chunks, chunks[1:]) if a.metadata["section"] == b.metadata["section"]]
         return sum(len(shared_text(a.text, b.text)) >= 10 for a, b in pairs), len(pairs)
 

@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 
 def dedupe(ranked: Sequence[str]) -> list[str]:
     """Ranked ids with repeats removed (several chunks of one document count once, at its best rank)."""
-    seen: set[str] = set()
-    return [x for x in ranked if not (x in seen or seen.add(x))]
+    return list(dict.fromkeys(ranked))  # dicts keep insertion order: each id at its first (best) rank
 
 
 def hit_rate_at_k(ranked: Sequence[str], relevant: set[str], *, k: int) -> float:

@@ -146,3 +146,10 @@ def test_count_tokens_works_offline_and_agrees_with_the_tokenizer(monkeypatch):
     assert encoding.tokens[1:4] == ["hal", "##vor", "##sen"], "MiniLM's WordPiece vocabulary, lowercased"
     assert count_tokens("") == 0
     assert minilm_tokenizer().get_vocab_size() == 30522
+
+
+def test_chunk_sizes_are_keyword_only():
+    """chunk_documents(docs, *, chunk_size, chunk_overlap): a size passed by position is an error, not a guess."""
+    doc = Document("d", "D", "Some text.")
+    with pytest.raises(TypeError):
+        chunk_documents([doc], 100, 20)  # type: ignore[misc]

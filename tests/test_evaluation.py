@@ -116,3 +116,16 @@ def test_contains_answer(answer, gold, expected):
 )
 def test_is_refusal(answer, expected):
     assert is_refusal(answer) is expected
+
+
+def test_options_are_keyword_only():
+    """One signature style (issue 21): the data positional, every option by name."""
+    for call in (
+        lambda: hit_rate_at_k(AT_1, GOLD, 1),
+        lambda: recall_at_k(AT_1, GOLD, 1),
+        lambda: reciprocal_rank(AT_1, GOLD, 1),
+        lambda: ndcg_at_k(AT_1, {"gold": 1.0}, 1),
+        lambda: retrieval_scores(AT_1, GOLD, (1,)),
+    ):
+        with pytest.raises(TypeError):
+            call()

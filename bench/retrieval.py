@@ -234,8 +234,8 @@ def score_rows(
         ndcg, recall, own = [], [], 0
         for (query_id, _), (ranked, dropped) in zip(data.queries.items(), ranked_lists):
             own += dropped
-            ndcg.append(ndcg_at_k(ranked, data.qrels[query_id], 10))
-            recall.append(recall_at_k(ranked, set(data.qrels[query_id]), 100))
+            ndcg.append(ndcg_at_k(ranked, data.qrels[query_id], k=10))
+            recall.append(recall_at_k(ranked, set(data.qrels[query_id]), k=100))
         results.append(
             Result(
                 name,
@@ -310,8 +310,8 @@ def evaluate_chunks(
             check["queries"] += 1
             real_docs, ours = to_docs(real, doc_of, query_id)[0], lists[names[2]][-1][0]
             check["same_top10_docs"] += real_docs[:10] == ours[:10]  # ties (equal RRF scores) may order apart
-            check["ndcg10_qdrant"] += ndcg_at_k(real_docs, data.qrels[query_id], 10) / CHECKED_FUSIONS
-            check["ndcg10_rrf"] += ndcg_at_k(ours, data.qrels[query_id], 10) / CHECKED_FUSIONS
+            check["ndcg10_qdrant"] += ndcg_at_k(real_docs, data.qrels[query_id], k=10) / CHECKED_FUSIONS
+            check["ndcg10_rrf"] += ndcg_at_k(ours, data.qrels[query_id], k=10) / CHECKED_FUSIONS
         if i % 50 == 0:
             progress(f"(b)-(d): {i}/{len(data.queries)} queries")
     return score_rows(names, lists, data, chunks, ingest_s, cached, seconds), check

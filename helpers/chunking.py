@@ -51,7 +51,7 @@ def count_tokens(text: str) -> int:
     return len(minilm_tokenizer().encode(text, add_special_tokens=False).ids)
 
 
-def chunk_documents(docs: list[Document], chunk_size: int = 200, chunk_overlap: int = 40) -> list[Chunk]:
+def chunk_documents(docs: list[Document], *, chunk_size: int = 200, chunk_overlap: int = 40) -> list[Chunk]:
     """Markdown-header-aware split, then recursive split to chunk_size tokens with chunk_overlap tokens.
 
     Cuts fall between paragraphs or lines first, then between sentences (the full stop stays with its

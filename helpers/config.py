@@ -13,6 +13,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +25,52 @@ STAND_IN_CHAT_MODEL = "smollm2:135m"  # the model the offline stand-in serves
 EMBED_MODEL = "all-minilm"  # all-MiniLM-L6-v2, 384-d, on both backends
 
 
-def _truthy(value: str | None) -> bool:
-    """True for 1/true/yes/on (any case)."""
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+HISTORY_SCHEMES = ("postgresql://", "postgres://", "sqlite:///")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the workshop cannot use; the message names it and what to set."""
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    """A yes/no variable: 1/true/yes/on or 0/false/no/off (any case); unset or empty gives default."""
+    raw = env.get(name, "")
+    value = raw.strip().lower()
+    if not value:
+        return default
+    if value in TRUE_WORDS | FALSE_WORDS:
+        return value in TRUE_WORDS
+    raise SettingsError(f"{name}={raw!r} is not a yes/no value: set {name}=1 (on) or {name}=0 (off), or unset it.")
+
+
+def _port(env: Mapping[str, str], name: str, *, default: int) -> int:
+    """A TCP port variable (1-65535); unset or empty gives default."""
+    raw = env.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        port = int(raw.strip())
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise SettingsError(
+            f"{name}={raw!r} is not a port number: set {name} to a free TCP port from 1 to 65535 "
+            f"(e.g. {name}={default}), or unset it for {default}."
+        )
+    return port
+
+
+def _history_url(env: Mapping[str, str]) -> str | None:
+    """HISTORY_URL if it names a supported store (PostgreSQL or an explicit SQLite file); unset gives None."""
+    raw = env.get("HISTORY_URL", "").strip()
+    if raw and not raw.startswith(HISTORY_SCHEMES):
+        raise SettingsError(
+            f"HISTORY_URL={raw!r} is not supported: set it to postgresql://user:password@host:5432/dbname or "
+            "sqlite:///path/to/history.sqlite, or unset it for SQLite in the state folder."
+        )
+    return raw or None
 
 
 def normalize_host(host: str | None) -> str:
@@ -73,25 +117,37 @@ class Settings:
     guardrails: bool = True  # WORKSHOP_GUARDRAILS=0: the served app runs without lesson 14's guardrails
 
 
+def _ollama_host(env: Mapping[str, str]) -> str:
+    """OLLAMA_HOST as a base URL; a value the client's rules cannot read is a SettingsError."""
+    raw = env.get("OLLAMA_HOST")
+    try:
+        return normalize_host(raw)
+    except ValueError as exc:  # urlsplit: a port that is not a number, a bad IPv6 literal...
+        raise SettingsError(
+            f"OLLAMA_HOST={raw!r} is not a host Ollama's client can reach ({exc}): set it to host:port "
+            f"(e.g. OLLAMA_HOST=127.0.0.1:11434) or a URL (http://gpu-box:11434), or unset it for {DEFAULT_OLLAMA_HOST}."
+        ) from None
+
+
 def read_settings() -> Settings:
-    """Read the workshop's environment variables once, with local defaults."""
+    """Read the workshop's environment variables once, with local defaults; SettingsError says what to fix."""
     env = os.environ
     return Settings(
-        ollama_host=normalize_host(env.get("OLLAMA_HOST")),
+        ollama_host=_ollama_host(env),
         chat_model=env.get("CHAT_MODEL") or None,
         embed_model=env.get("EMBED_MODEL") or EMBED_MODEL,
         qdrant_url=env.get("QDRANT_URL") or None,
-        force_offline=_truthy(env.get("WORKSHOP_OFFLINE")),
-        fast=_truthy(env.get("WORKSHOP_FAST")),
-        stand_in_port=int(env.get("WORKSHOP_STAND_IN_PORT") or DEFAULT_STAND_IN_PORT),
+        force_offline=_flag(env, "WORKSHOP_OFFLINE", default=False),
+        fast=_flag(env, "WORKSHOP_FAST", default=False),
+        stand_in_port=_port(env, "WORKSHOP_STAND_IN_PORT", default=DEFAULT_STAND_IN_PORT),
         chat_gguf=env.get("WORKSHOP_CHAT_GGUF") or None,
         state_dir=Path(env.get("WORKSHOP_STATE_DIR") or REPO_ROOT / ".workshop"),
-        history_url=env.get("HISTORY_URL") or None,
-        guardrails=(env.get("WORKSHOP_GUARDRAILS") or "1").strip().lower() not in {"0", "false", "no", "off"},
+        history_url=_history_url(env),
+        guardrails=_flag(env, "WORKSHOP_GUARDRAILS", default=True),
     )
 
 
-def probe_ollama(base_url: str, timeout: float = 2.0) -> dict | None:
+def probe_ollama(base_url: str, *, timeout: float = 2.0) -> dict | None:
     """GET /api/version; the JSON body if an Ollama-compatible server answers, else None."""
     try:
         with urllib.request.urlopen(f"{base_url}/api/version", timeout=timeout) as resp:
@@ -106,7 +162,11 @@ def _main(argv: list[str]) -> int:
     if argv != ["--ollama-up"]:
         print("usage: python3 -m helpers.config --ollama-up", file=sys.stderr)
         return 2
-    settings = read_settings()
+    try:
+        settings = read_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     info = probe_ollama(settings.ollama_host)
     real = info is not None and not info.get("workshop_stand_in")
     print(f"Ollama at {settings.ollama_host}: {'answers' if real else 'not reachable'}")

@@ -56,7 +56,7 @@ def _title(meta: dict, body: str, path: Path) -> str:
     return path.stem.replace("-", " ").replace("_", " ")
 
 
-def read_document(path: Path, root: Path) -> Document:
+def read_document(path: Path, *, root: Path) -> Document:
     """One file as a Document; ValueError says why it cannot be used."""
     data = path.read_bytes()
     if b"\x00" in data:
@@ -99,7 +99,7 @@ def load_documents(folder: str | Path = CORPUS_DIR) -> tuple[list[Document], lis
             skipped.append(Skipped(rel, f"not a .md or .txt file ({path.suffix or 'no suffix'})"))
             continue
         try:
-            doc = read_document(path, root)
+            doc = read_document(path, root=root)
         except (OSError, ValueError) as exc:
             skipped.append(Skipped(rel, str(exc)))
             continue

@@ -9,16 +9,15 @@ from collections.abc import Mapping, Sequence
 
 def dedupe(ranked: Sequence[str]) -> list[str]:
     """Ranked ids with repeats removed (several chunks of one document count once, at its best rank)."""
-    seen: set[str] = set()
-    return [x for x in ranked if not (x in seen or seen.add(x))]
+    return list(dict.fromkeys(ranked))  # dicts keep insertion order: each id at its first (best) rank
 
 
-def hit_rate_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+def hit_rate_at_k(ranked: Sequence[str], relevant: set[str], *, k: int) -> float:
     """1.0 if any relevant id is in the top k, else 0.0."""
     return float(any(x in relevant for x in dedupe(ranked)[:k]))
 
 
-def reciprocal_rank(ranked: Sequence[str], relevant: set[str], k: int | None = None) -> float:
+def reciprocal_rank(ranked: Sequence[str], relevant: set[str], *, k: int | None = None) -> float:
     """1 / rank of the first relevant id (0.0 if none in the top k)."""
     for rank, x in enumerate(dedupe(ranked)[:k], 1):
         if x in relevant:
@@ -26,12 +25,12 @@ def reciprocal_rank(ranked: Sequence[str], relevant: set[str], k: int | None = N
     return 0.0
 
 
-def recall_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+def recall_at_k(ranked: Sequence[str], relevant: set[str], *, k: int) -> float:
     """Share of the relevant ids found in the top k."""
     return len(set(dedupe(ranked)[:k]) & relevant) / len(relevant) if relevant else 0.0
 
 
-def ndcg_at_k(ranked: Sequence[str], gains: Mapping[str, float], k: int = 10) -> float:
+def ndcg_at_k(ranked: Sequence[str], gains: Mapping[str, float], *, k: int = 10) -> float:
     """Normalised discounted cumulative gain at k; gains maps relevant ids to their grade (1 for binary)."""
     dcg = sum(gains.get(x, 0.0) / math.log2(rank + 1) for rank, x in enumerate(dedupe(ranked)[:k], 1))
     ideal = sorted(gains.values(), reverse=True)[:k]
@@ -39,11 +38,13 @@ def ndcg_at_k(ranked: Sequence[str], gains: Mapping[str, float], k: int = 10) ->
     return dcg / idcg if idcg > 0 else 0.0
 
 
-def retrieval_scores(ranked: Sequence[str], relevant: set[str], ks: Sequence[int] = (1, 3, 5, 10)) -> dict[str, float]:
+def retrieval_scores(
+    ranked: Sequence[str], relevant: set[str], *, ks: Sequence[int] = (1, 3, 5, 10)
+) -> dict[str, float]:
     """hit@k for each k, MRR (reciprocal rank at 10) and binary nDCG@10 of one ranking, as one table row."""
-    row = {f"hit@{k}": hit_rate_at_k(ranked, relevant, k) for k in ks}
-    row["mrr"] = reciprocal_rank(ranked, relevant, 10)
-    row["ndcg@10"] = ndcg_at_k(ranked, dict.fromkeys(relevant, 1.0), 10)
+    row = {f"hit@{k}": hit_rate_at_k(ranked, relevant, k=k) for k in ks}
+    row["mrr"] = reciprocal_rank(ranked, relevant, k=10)
+    row["ndcg@10"] = ndcg_at_k(ranked, dict.fromkeys(relevant, 1.0), k=10)
     return row
 
 

@@ -105,10 +105,10 @@ def find_backend(settings: Settings) -> tuple[str, str, dict]:
 
 def check_models(client: ollama.Client, backend: str, wanted: list[str]) -> None:
     """Raise SetupError naming the exact `ollama pull` for every wanted model that is missing."""
-    names = set()
+    names: set[str] = set()
     for m in client.list().models:
-        names.add(m.model)
-        names.add(m.model.removesuffix(":latest"))
+        if m.model:
+            names |= {m.model, m.model.removesuffix(":latest")}
     missing = [w for w in wanted if w not in names]
     if not missing:
         return
@@ -140,13 +140,14 @@ def check_qdrant(url: str) -> str:
     return info.version
 
 
-def setup(quiet: bool = False) -> Config:
+def setup(*, quiet: bool = False) -> Config:
     """Find Ollama or start the stand-in, check models and Qdrant, print a status table."""
     settings = read_settings()
     backend, host, info = find_backend(settings)
     default_chat = OLLAMA_CHAT_MODEL if backend == "ollama" else STAND_IN_CHAT_MODEL
     chat_model = settings.chat_model or default_chat
     client = make_client(host)  # connect and read timeouts (lesson 13): a stalled server cannot hang setup()
+    assert isinstance(client, ollama.Client)  # make_client is synchronous unless asked otherwise
     check_models(client, backend, [chat_model, settings.embed_model])
     embed_dim = len(client.embed(model=settings.embed_model, input="dimension probe").embeddings[0])
     qdrant = (

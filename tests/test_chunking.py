@@ -41,7 +41,7 @@ def long_section_doc(lines: int = 60) -> Document:
 
 @pytest.mark.parametrize(("size", "overlap"), sorted(EXPECTED_COUNTS))
 def test_chunk_counts_are_stable_for_the_corpus(docs, size, overlap):
-    assert len(chunk_documents(docs, size, overlap)) == EXPECTED_COUNTS[size, overlap]
+    assert len(chunk_documents(docs, chunk_size=size, chunk_overlap=overlap)) == EXPECTED_COUNTS[size, overlap]
 
 
 @pytest.mark.parametrize("size", [60, 100, 200])
@@ -78,7 +78,7 @@ def test_overlap_on_the_real_long_document(docs):
     handbook = [d for d in docs if d.id == "field-safety-handbook"]
 
     def pairs_sharing(overlap: int) -> tuple[int, int]:
-        chunks = chunk_documents(handbook, 200, overlap)
+        chunks = chunk_documents(handbook, chunk_size=200, chunk_overlap=overlap)
         pairs = [(a, b) for a, b in zip(chunks, chunks[1:]) if a.metadata["section"] == b.metadata["section"]]
         return sum(len(shared_text(a.text, b.text)) >= 10 for a, b in pairs), len(pairs)
 
@@ -146,3 +146,10 @@ def test_count_tokens_works_offline_and_agrees_with_the_tokenizer(monkeypatch):
     assert encoding.tokens[1:4] == ["hal", "##vor", "##sen"], "MiniLM's WordPiece vocabulary, lowercased"
     assert count_tokens("") == 0
     assert minilm_tokenizer().get_vocab_size() == 30522
+
+
+def test_chunk_sizes_are_keyword_only():
+    """chunk_documents(docs, *, chunk_size, chunk_overlap): a size passed by position is an error, not a guess."""
+    doc = Document("d", "D", "Some text.")
+    with pytest.raises(TypeError):
+        chunk_documents([doc], 100, 20)  # type: ignore[misc]

@@ -94,3 +94,48 @@ def test_sampling_options_defaults_and_values():
 def test_sampling_options_reject_bad_values(bad):
     with pytest.raises(ValueError):
         SamplingOptions.from_request(bad)
+
+
+BAD_SETTINGS = [
+    ("WORKSHOP_STAND_IN_PORT", "12x01", "not a port number"),
+    ("WORKSHOP_STAND_IN_PORT", "70000", "from 1 to 65535"),
+    ("WORKSHOP_FAST", "maybe", "WORKSHOP_FAST=1 (on) or WORKSHOP_FAST=0 (off)"),
+    ("WORKSHOP_OFFLINE", "sure", "WORKSHOP_OFFLINE=1 (on)"),
+    ("WORKSHOP_GUARDRAILS", "of", "WORKSHOP_GUARDRAILS=0 (off)"),
+    ("OLLAMA_HOST", "http://gpu-box:eleven", "OLLAMA_HOST=127.0.0.1:11434"),
+    ("HISTORY_URL", "mysql://db/history", "postgresql://"),
+    ("HISTORY_URL", "history.sqlite", "sqlite:///"),
+]
+
+
+@pytest.mark.parametrize("name, value, fix", BAD_SETTINGS)
+def test_bad_setting_is_a_clear_error_naming_the_variable(monkeypatch, name, value, fix):
+    """A value the workshop cannot use raises SettingsError with the variable, its value and what to set."""
+    from helpers.config import SettingsError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        read_settings()
+    message = str(info.value)
+    assert f"{name}={value!r}" in message and fix in message
+
+
+@pytest.mark.parametrize("value, expected", [("", True), ("1", True), ("Yes", True), ("0", False), (" OFF ", False)])
+def test_guardrails_flag_words(monkeypatch, value, expected):
+    monkeypatch.setenv("WORKSHOP_GUARDRAILS", value)
+    assert read_settings().guardrails is expected
+
+
+def test_history_url_schemes_kept(monkeypatch):
+    for url in ("postgresql://u:p@h:5432/db", "postgres://h/db", "sqlite:////tmp/h.sqlite"):
+        monkeypatch.setenv("HISTORY_URL", url)
+        assert read_settings().history_url == url
+
+
+def test_config_cli_reports_a_bad_setting_without_a_traceback(monkeypatch, capsys):
+    from helpers.config import _main
+
+    monkeypatch.setenv("WORKSHOP_STAND_IN_PORT", "abc")
+    assert _main(["--ollama-up"]) == 2
+    err = capsys.readouterr().err
+    assert "WORKSHOP_STAND_IN_PORT='abc'" in err and "Traceback" not in err

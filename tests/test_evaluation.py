@@ -35,7 +35,7 @@ def test_dedupe_keeps_the_best_rank_of_each_id():
     [(AT_1, 1, 1.0), (AT_1, 5, 1.0), (AT_3, 1, 0.0), (AT_3, 2, 0.0), (AT_3, 3, 1.0), (ABSENT, 10, 0.0)],
 )
 def test_hit_rate_at_k(ranked, k, expected):
-    assert hit_rate_at_k(ranked, GOLD, k) == expected
+    assert hit_rate_at_k(ranked, GOLD, k=k) == expected
 
 
 def test_reciprocal_rank_at_1_3_and_absent():
@@ -47,16 +47,16 @@ def test_reciprocal_rank_at_1_3_and_absent():
 
 def test_duplicates_are_counted_once():
     ranked = ["x", "x", "x", "gold"]  # three chunks of one document, then the gold one
-    assert hit_rate_at_k(ranked, GOLD, 2) == 1.0  # 'gold' is the 2nd distinct document
+    assert hit_rate_at_k(ranked, GOLD, k=2) == 1.0  # 'gold' is the 2nd distinct document
     assert reciprocal_rank(ranked, GOLD) == 0.5
     assert ndcg_at_k(["gold", "gold", "x"], {"gold": 1.0}) == 1.0  # a repeat earns no second gain
-    assert recall_at_k(["a", "a", "a", "b"], {"a", "b"}, 2) == 1.0
+    assert recall_at_k(["a", "a", "a", "b"], {"a", "b"}, k=2) == 1.0
 
 
 def test_recall_at_k_is_the_share_of_gold_found():
-    assert recall_at_k(["a", "x", "b"], {"a", "b"}, 2) == 0.5
-    assert recall_at_k(["a", "x", "b"], {"a", "b"}, 3) == 1.0
-    assert recall_at_k(["a"], set(), 5) == 0.0
+    assert recall_at_k(["a", "x", "b"], {"a", "b"}, k=2) == 0.5
+    assert recall_at_k(["a", "x", "b"], {"a", "b"}, k=3) == 1.0
+    assert recall_at_k(["a"], set(), k=5) == 0.0
 
 
 def test_ndcg_binary():
@@ -116,3 +116,16 @@ def test_contains_answer(answer, gold, expected):
 )
 def test_is_refusal(answer, expected):
     assert is_refusal(answer) is expected
+
+
+def test_options_are_keyword_only():
+    """One signature style (issue 21): the data positional, every option by name."""
+    for call in (
+        lambda: hit_rate_at_k(AT_1, GOLD, 1),
+        lambda: recall_at_k(AT_1, GOLD, 1),
+        lambda: reciprocal_rank(AT_1, GOLD, 1),
+        lambda: ndcg_at_k(AT_1, {"gold": 1.0}, 1),
+        lambda: retrieval_scores(AT_1, GOLD, (1,)),
+    ):
+        with pytest.raises(TypeError):
+            call()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -72,3 +73,65 @@ def test_code_cells_are_short(path):
 def test_every_solution_belongs_to_a_lesson():
     stems = {p.stem for p in LESSONS}
     assert {p.stem.removesuffix("-solutions") for p in SOLUTIONS} <= stems
+
+
+def unasserted_failures(nb: dict) -> list[tuple[int, int]]:
+    """(cell, line) of every `try ... except` outside a function with no `else`: a shown failure that may never happen."""
+    found = []
+    for index, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        code = "\n".join(line for line in "".join(cell["source"]).splitlines() if not line.lstrip().startswith("%"))
+        stack: list[tuple[ast.AST, bool]] = [(ast.parse(code), False)]
+        while stack:
+            node, in_function = stack.pop()
+            for child in ast.iter_child_nodes(node):
+                inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                if isinstance(child, ast.Try) and child.handlers and not child.orelse and not inside:
+                    found.append((index, child.lineno))
+                stack.append((child, inside))
+    return sorted(found)
+
+
+PENDING_ELSE = {  # owned by the engineer "lessons-b" this round (issue 22, deliver 3): remove as they are fixed
+    "13_resilience.ipynb",
+    "13_resilience-solutions.ipynb",
+    "16_providers.ipynb",
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.xfail(reason="try/except without else, being fixed"))
+        if p.name in PENDING_ELSE
+        else p
+        for p in LESSONS + SOLUTIONS
+    ],
+    ids=lambda p: p.name,
+)
+def test_a_shown_failure_is_asserted(path):
+    """A cell that shows an error with `try: ... except X: print(...)` fails (`else: raise`) when the error never comes."""
+    assert unasserted_failures(load(path)) == [], (
+        "add `else: raise AssertionError(...)` to these try blocks (cell, line)"
+    )
+
+
+def test_unasserted_failures_finds_a_try_without_else():
+    cell = {"cell_type": "code", "source": ["try:\n", "    f()\n", "except ValueError as e:\n", "    print(e)\n"]}
+    inside = {
+        "cell_type": "code",
+        "source": ["def g():\n", "    try:\n", "        f()\n", "    except ValueError:\n", "        pass\n"],
+    }
+    fixed = {
+        "cell_type": "code",
+        "source": [
+            "try:\n",
+            "    f()\n",
+            "except ValueError:\n",
+            "    pass\n",
+            "else:\n",
+            "    raise AssertionError\n",
+        ],
+    }
+    assert unasserted_failures({"cells": [cell, inside, fixed]}) == [(0, 1)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -18,7 +19,7 @@ from infra.standin.toolcalls import call_tools, template_messages, tool_call_mes
 from infra.standin.validation import check_messages, check_tools, field_of, keep_alive_seconds
 
 
-def common_fields(registry: Registry, body: dict) -> tuple[Served, SamplingOptions, object, bool, float | None]:
+def common_fields(registry: Registry, body: dict) -> tuple[Served, SamplingOptions, Any, bool, float | None]:
     """Model, options, grammar, stream and keep_alive of a chat/generate request, all checked up front."""
     m = registry.find(body.get("model"), "chat")
     stream = field_of(body, "stream", (bool,), "true or false (a JSON boolean)", True)
@@ -56,9 +57,9 @@ def final_fields(stats: GenerationStats, load_ns: int, started_ns: int) -> dict:
 def generation_job(
     m: Served,
     opts: SamplingOptions,
-    grammar: object,
+    grammar: Any,
     keep_alive: float | None,
-    make_prompt: Callable[[object], str],
+    make_prompt: Callable[[Any], str],
     shape: Callable[[str], dict],
     finish: Callable[[str], dict] | None = None,
 ) -> Job:
@@ -69,7 +70,7 @@ def generation_job(
     """
     started = time.perf_counter_ns()
 
-    def body(model: object, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
+    def body(model: Any, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
         prompt = make_prompt(model)  # a template that rejects the messages raises here, before any line
         stats = GenerationStats(logprobs=[] if opts.top_logprobs >= 0 else None)
         pieces = model.stream(prompt, opts, grammar, stats)
@@ -109,10 +110,10 @@ async def generation(
     request: Request,
     m: Served,
     opts: SamplingOptions,
-    grammar: object,
+    grammar: Any,
     stream: bool,
     keep_alive: float | None,
-    make_prompt: Callable[[object], str],
+    make_prompt: Callable[[Any], str],
     shape: Callable[[str], dict],
     text_of: Callable[[dict], str],
     finish: Callable[[str], dict] | None = None,
@@ -134,7 +135,7 @@ async def generation(
     )
 
 
-def chat_plan(registry: Registry, body: dict, choice: object = "auto") -> dict:
+def chat_plan(registry: Registry, body: dict, choice: Any = "auto") -> dict:
     """Everything a chat request needs, checked before it queues (the /api/chat and /v1 handlers share it)."""
     m, opts, grammar, stream, keep_alive = common_fields(registry, body)
     messages = check_messages(body.get("messages") if body.get("messages") is not None else [], m.name)
@@ -188,7 +189,7 @@ async def vectors(
 ) -> tuple[list[list[float]], int, int]:
     """Embed texts in the model's queue: (vectors, tokens, load_ns)."""
 
-    def body(model: object, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
+    def body(model: Any, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
         if not truncate:
             too_long = [i for i, n in enumerate(model.count_tokens(texts)) if n > EMBED_MAX_TOKENS]
             if too_long:

@@ -1,4 +1,10 @@
-"""HTTP quirks uvicorn has no public setting for: a deadline for a request's line and headers, JSON for a bad request."""
+"""HTTP quirks uvicorn has no public setting for: a deadline for a request's line and headers, JSON for a bad request.
+
+uvicorn takes a protocol class (`Config(http=...)`, public), but offers no hook for either quirk: its
+timeout_keep_alive only runs between requests, and a request h11 cannot parse is answered in plain text by
+H11Protocol.send_400_response. So StandInProtocol subclasses uvicorn's H11Protocol (a private module), here and
+nowhere else; an upgrade of uvicorn is checked by tests/test_stand_in_protocol.py (malformed and half-sent requests).
+"""
 
 from __future__ import annotations
 

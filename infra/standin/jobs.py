@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -35,7 +35,7 @@ class FifoLock:
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
-        self._queue: deque[object] = deque()
+        self._queue: deque[Any] = deque()
         self._held = False
 
     def acquire(self, cancelled: threading.Event | None = None) -> bool:
@@ -63,7 +63,7 @@ class FifoLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.release()
 
     @property
@@ -78,13 +78,13 @@ class Job:
 
     def __init__(self, work: Callable[[threading.Event], Iterator[dict]]) -> None:
         self.loop = asyncio.get_running_loop()
-        self.items: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+        self.items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.cancelled = threading.Event()
         self._get: asyncio.Future | None = None
         self._checked = time.monotonic()
         threading.Thread(target=self._run, args=(work,), daemon=True, name="stand-in-job").start()
 
-    def _put(self, kind: str, value: object) -> None:
+    def _put(self, kind: str, value: Any) -> None:
         try:
             self.loop.call_soon_threadsafe(self.items.put_nowait, (kind, value))
         except RuntimeError:  # the server has shut down its loop
@@ -105,7 +105,7 @@ class Job:
         finally:
             self._put("end", None)
 
-    async def next(self, request: Request) -> tuple[str, object]:
+    async def next(self, request: Request) -> tuple[str, Any]:
         """("item", line), ("error", exc) or ("end", None); ("gone", None) once the client has disconnected."""
         if self._get is None:
             self._get = asyncio.ensure_future(self.items.get())
@@ -130,7 +130,7 @@ class Job:
 
 
 def queued(
-    served: Served, keep_alive: float | None, body: Callable[[object, int, threading.Event], Iterator[dict]]
+    served: Served, keep_alive: float | None, body: Callable[[Any, int, threading.Event], Iterator[dict]]
 ) -> Callable[[threading.Event], Iterator[dict]]:
     """Work that waits its turn for the model, loads it, runs body(model, load_ns, cancelled), honours keep_alive 0."""
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from infra.standin.errors import USE_REAL_OLLAMA, ApiError
 from infra.standin.jobs import FifoLock
@@ -40,16 +41,16 @@ class Served:
     family: str
     parameter_size: str
     quantization: str
-    loader: Callable[[], object]
-    grammar: Callable[[object], object] = make_grammar  # Ollama's `format` -> a constraint for the model
-    tool_grammar: Callable[[list[dict]], object] = make_tool_grammar  # declared tools -> a constraint for a call
-    instance: object = None
+    loader: Callable[[], Any]
+    grammar: Callable[[Any], Any] = make_grammar  # Ollama's `format` -> a constraint for the model
+    tool_grammar: Callable[[list[dict]], Any] = make_tool_grammar  # declared tools -> a constraint for a call
+    instance: Any = None
     load_ns: int = 0
     info: dict = field(default_factory=dict)  # template and metadata, kept after an unload for /api/show
     lock: FifoLock = field(default_factory=FifoLock)
     loading: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self) -> tuple[object, int]:
+    def get(self) -> tuple[Any, int]:
         """The loaded model, and the nanoseconds this call spent loading it (0 when already loaded)."""
         with self.loading:
             if self.instance is not None:
@@ -143,7 +144,7 @@ class Registry:
         served = models if models is not None else default_models(chat_gguf, chat_name)
         self.models: dict[str, Served] = {m.name: m for m in served}
 
-    def find(self, name: object, kind: str | None = None) -> Served:
+    def find(self, name: Any, kind: str | None = None) -> Served:
         """The served model called `name`, or an ApiError that says what is served instead."""
         if not isinstance(name, str) or not name.strip():
             raise ApiError(400, "model is required")

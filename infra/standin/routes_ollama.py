@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -150,7 +151,7 @@ async def generate(request: Request) -> Response:
     if not prompt:
         return await load_only(request, m, keep_alive, {"response": ""})
 
-    def make_prompt(model: object) -> str:
+    def make_prompt(model: Any) -> str:
         if raw:
             return prompt
         msgs = [{"role": "system", "content": system}] if system else []

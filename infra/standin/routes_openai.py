@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import time
+from typing import Any
 
 import numpy as np
 from starlette.requests import Request
@@ -25,7 +26,7 @@ def sse(data: dict | str) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
 
-def openai_text(content: object, i: int, model: str) -> str | None:
+def openai_text(content: Any, i: int, model: str) -> str | None:
     """A message's content: a string, or a list of text parts joined (no images on the stand-in)."""
     if content is None or isinstance(content, str):
         return content
@@ -42,7 +43,7 @@ def openai_text(content: object, i: int, model: str) -> str | None:
     raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts")
 
 
-def from_openai_calls(calls: object, i: int) -> list[dict]:
+def from_openai_calls(calls: Any, i: int) -> list[dict]:
     """OpenAI's tool_calls (arguments as a JSON string) as Ollama's (arguments as an object)."""
     out = []
     for c in calls if isinstance(calls, list) else []:
@@ -57,7 +58,7 @@ def from_openai_calls(calls: object, i: int) -> list[dict]:
     return out
 
 
-def from_openai_chat(body: dict) -> tuple[dict, object, bool]:
+def from_openai_chat(body: dict) -> tuple[dict, Any, bool]:
     """An OpenAI chat request as an Ollama /api/chat body, plus its tool_choice and stream_options.include_usage."""
     model = body.get("model")
     messages = body.get("messages")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from typing import Any
 
 from starlette.requests import Request
 
@@ -16,7 +17,7 @@ _MISSING = object()
 DURATION = re.compile(r"^[+-]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
 
 
-def field_of(body: dict, key: str, kinds: tuple[type, ...], what: str, default: object = None) -> object:
+def field_of(body: dict, key: str, kinds: tuple[type, ...], what: str, default: Any = None) -> Any:
     """body[key] if it has one of `kinds` (None/absent: default), else a 400 saying what was expected."""
     value = body.get(key, _MISSING)
     if value is _MISSING or value is None:
@@ -51,7 +52,7 @@ def keep_alive_seconds(body: dict) -> float | None:
     )
 
 
-def check_messages(messages: object, model: str) -> list[dict]:
+def check_messages(messages: Any, model: str) -> list[dict]:
     """Ollama's `messages`: a list of {role, content, ...} objects with text content."""
     if not isinstance(messages, list):
         raise ApiError(400, '\'messages\' must be a list of {"role": ..., "content": ...} objects')
@@ -86,7 +87,7 @@ def check_messages(messages: object, model: str) -> list[dict]:
     return messages
 
 
-def check_tools(tools: object) -> list[dict]:
+def check_tools(tools: Any) -> list[dict]:
     """Ollama's `tools`: a list of {"type": "function", "function": {"name", "description", "parameters"}}."""
     if tools is None:
         return []

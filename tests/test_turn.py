@@ -28,6 +28,7 @@ SHORT = {"num_predict": 16}  # the checks are on what the model receives, not on
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the handbook indexed once, then two turns: over 15 minutes on a busy shared machine
 def test_chat_app_and_service_send_the_model_identical_messages_with_the_users_words(stand_in, tmp_path):
     with RecordingProxy(stand_in[0]) as proxy:
         cfg = stand_in_config(proxy.url)

@@ -1,11 +1,11 @@
-"""Lesson 06's two headline behaviours over the question set: citations and refusals, before and after the prompt change.
+"""Lesson 06's two headline behaviours over the question set: citations and refusals, per prompt, side by side.
 
     .venv/bin/python -m bench.answers [--limit N] [--k 5] [--num-predict 80] [--threads N] [--host URL --model M]
 
 A private stand-in runs in a child process (bench.common); --host uses another Ollama API instead. The handbook is
-indexed into embedded Qdrant, each question retrieves k chunks once, and both prompts answer from the same chunks:
-`before` is the prompt as it was (kept verbatim below, for this comparison only), `after` is helpers.rag's
-build_messages, the one prompt of the lessons, the chat app and the service. Questions: lesson 06's own samples
+indexed into embedded Qdrant, each question retrieves k chunks once, and every prompt answers from the same chunks:
+`lesson06` is helpers.rag's build_messages, the one prompt of the lessons, the chat app and the service; `example` is
+a candidate (the source number first, a worked example), kept here until it measures better. Questions: lesson 06's own samples
 first, then the standalone questions of data/questions.jsonl (follow-ups need a history: lesson 07), answerable and
 unanswerable interleaved so that --limit keeps both. Checks are lesson 09's (helpers.evaluation): no judge model.
 Prints one Markdown table, the prompts side by side, and the answers to the lesson's samples.
@@ -28,13 +28,17 @@ from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 from helpers.corpus import load_documents, load_questions
 from helpers.evaluation import contains_answer, is_refusal
 from helpers.index import index_chunks
-from helpers.rag import NOT_IN_DOCS, Hit, build_messages, cited_numbers, retrieve
+from helpers.rag import NOT_IN_DOCS, Hit, build_messages, cited_numbers, format_sources, retrieve
 
-BEFORE_SYSTEM = (
+# A candidate measured against lesson 06's prompt: the source number first, and one worked example of each case.
+EXAMPLE_SYSTEM = (
     "You answer questions about Halvorsen Ridge Station using only the numbered sources given. "
-    "Cite the sources you use with their numbers in square brackets, like [1] or [2][3]. "
-    f"If the sources do not contain the answer, reply exactly: {NOT_IN_DOCS} "
-    "Prefer the most recently updated source when sources disagree. Be brief."
+    "Start your answer with the number of the source that holds it, in square brackets, then answer in one short "
+    f"sentence. If no source holds the answer, reply exactly: {NOT_IN_DOCS} "
+    "Prefer the most recently updated source when sources disagree.\n\n"
+    "Example:\nSources:\n[1] Galley (updated 2025-01-10)\nBreakfast is served from 07:00 to 08:30.\n"
+    "Question: When is breakfast served?\nAnswer: [1] From 07:00 to 08:30.\n"
+    f"Question: How old is the cook?\nAnswer: {NOT_IN_DOCS}"
 )
 
 # Lesson 06's own sample questions: section 2's, section 6's two facts (not in the question set), section 7's.
@@ -49,16 +53,13 @@ LESSON_GOLD = {
 LESSON_IDS = ("qa-01", "06-facts-1", "06-facts-2", "qa-20")
 
 
-def before_messages(question: str, hits: list[Hit]) -> list[dict]:
-    """The messages of lesson 06 before this change (its SYSTEM_PROMPT, sources, 'Answer with citations:')."""
-    sources = "\n\n".join(
-        f"[{i}] {h.title} (updated {h.payload.get('updated') or 'n/a'})\n{h.text}" for i, h in enumerate(hits, 1)
-    )
-    user = f"Sources:\n\n{sources}\n\nQuestion: {question}\nAnswer with citations:"
-    return [{"role": "system", "content": BEFORE_SYSTEM}, {"role": "user", "content": user}]
+def example_messages(question: str, hits: list[Hit]) -> list[dict]:
+    """The candidate: lesson 06's sources and question under EXAMPLE_SYSTEM, ending with 'Answer:'."""
+    user = f"Sources:\n\n{format_sources(hits)}\n\nQuestion: {question}\nAnswer:"
+    return [{"role": "system", "content": EXAMPLE_SYSTEM}, {"role": "user", "content": user}]
 
 
-PROMPTS: dict[str, Callable[[str, list[Hit]], list[dict]]] = {"before": before_messages, "after": build_messages}
+PROMPTS: dict[str, Callable[[str, list[Hit]], list[dict]]] = {"lesson06": build_messages, "example": example_messages}
 
 
 def question_sample(limit: int | None = None) -> list[dict]:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="questions asked (lesson 06's 4 samples come first)")
     parser.add_argument("--k", type=int, default=5, help="chunks per question (5, as lesson 06)")
     parser.add_argument("--num-predict", type=int, default=80)
-    parser.add_argument("--prompts", default="before,after", help="which prompts to compare")
+    parser.add_argument("--prompts", default="lesson06,example", help="which prompts to compare")
     parser.add_argument("--host", default="", help="an Ollama API to use instead of a private stand-in")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads of the private stand-in")
     parser.add_argument("--model", default=STAND_IN_CHAT_MODEL, help="chat model (with --host: e.g. llama3.2:3b)")

@@ -12,19 +12,12 @@ from helpers.hybrid import hybrid_points
 
 NOT_IN_DOCS = "The documents don't say."
 
-ANSWER_RULES = (
+SYSTEM_PROMPT = (
     "You answer questions about Halvorsen Ridge Station using only the numbered sources given. "
-    "Start your answer with the number of the source that holds it, in square brackets, then answer in one short "
-    f"sentence. If no source holds the answer, reply exactly: {NOT_IN_DOCS} "
-    "Prefer the most recently updated source when sources disagree."
+    "Cite the sources you use with their numbers in square brackets, like [1] or [2][3]. "
+    f"If the sources do not contain the answer, reply exactly: {NOT_IN_DOCS} "
+    "Prefer the most recently updated source when sources disagree. Be brief."
 )
-# A worked example: a small model copies a format it has seen far more readily than it follows a rule it was told.
-ANSWER_EXAMPLE = (
-    "Example:\nSources:\n[1] Galley (updated 2025-01-10)\nBreakfast is served from 07:00 to 08:30.\n"
-    "Question: When is breakfast served?\nAnswer: [1] From 07:00 to 08:30.\n"
-    f"Question: How old is the cook?\nAnswer: {NOT_IN_DOCS}"
-)
-SYSTEM_PROMPT = f"{ANSWER_RULES}\n\n{ANSWER_EXAMPLE}"
 
 
 @dataclass(frozen=True)
@@ -90,7 +83,7 @@ def format_sources(hits: list[Hit]) -> str:
 
 def build_messages(question: str, hits: list[Hit], system: str = SYSTEM_PROMPT) -> list[dict]:
     """Chat messages: the system rules, then the numbered sources and the question."""
-    user = f"Sources:\n\n{format_sources(hits)}\n\nQuestion: {question}\nAnswer:"
+    user = f"Sources:\n\n{format_sources(hits)}\n\nQuestion: {question}\nAnswer with citations:"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

@@ -156,7 +156,7 @@ def test_prompt_numbers_the_sources():
     hits = make_hits(3)
     system, user = build_messages("Which form?", hits)
     assert system["role"] == "system" and NOT_IN_DOCS in system["content"]
-    assert user["role"] == "user" and user["content"].rstrip().endswith("Answer:")
+    assert user["role"] == "user" and user["content"].rstrip().endswith("Answer with citations:")
     positions = [user["content"].index(f"[{i}] Doc {i} (updated 2025-01-01)\ntext {i}") for i in (1, 2, 3)]
     assert positions == sorted(positions) and "Question: Which form?" in user["content"]
 

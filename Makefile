@@ -101,8 +101,8 @@ strip:
 lint: $(VENV)/.base
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
 	$(PY) scripts/strip_notebooks.py --check notebooks
+	$(VENV)/bin/mypy
 
 lock:
 	rm -rf /tmp/workshop-lock && $(PYTHON) -m venv /tmp/workshop-lock

@@ -22,10 +22,12 @@ endif
 .PHONY: lab test test-fast test-slow install install-offline bench bench-load serve stop strip lint lock clean help
 
 help:
-	@echo "make lab     install (first time only) and open JupyterLab on notebooks/00_setup-check.ipynb"
+	@echo "make lab     install (first time only) and open JupyterLab, served from the repository root, on lesson 00"
 	@echo "make test    every test: lint, the fast tier, then (after installing the offline stand-in) the slow tier and every notebook"
 	@echo "make test-fast  the fast tier only: no real models, no notebooks (seconds; base install is enough)"
-	@echo "make lint    ruff check, ruff format --check, mypy, and notebooks committed without outputs"
+	@echo "make test-slow  the slow tier only: real models, Chromium, PostgreSQL, every notebook"
+	@echo "make lint    ruff check, ruff format --check, notebooks committed without outputs, mypy"
+	@echo "make strip   strip outputs from the notebooks (before committing a notebook you ran)"
 	@echo "make bench   stand-in vs direct model benchmarks, and retrieval on DATASET=$(DATASET)"
 	@echo "make serve   serve the chat app (lesson 12) on http://127.0.0.1:8000/ (SERVE_ARGS=\"--port 8001\")"
 	@echo "make bench-load  16 concurrent chats x 3 turns against the served app (LOAD_ARGS=\"--chats 4\")"
@@ -72,10 +74,12 @@ test: $(VENV)/.base
 
 # The fast tier: protocol tests with fake models and everything else not marked slow (tests/conftest.py).
 test-fast: $(VENV)/.base
+	@echo 'pytest tests -m "not slow"'
 	@$(PYTEST) tests -m "not slow"
 
 # The slow tier: real models, real browser, real PostgreSQL, and every notebook top to bottom.
 test-slow: $(VENV)/.offline
+	@echo 'pytest tests notebooks -m slow --nbmake --nbmake-timeout=600 --durations=30'
 	@$(PYTEST) tests notebooks -m slow --nbmake --nbmake-timeout=600 --durations=30
 
 bench: $(VENV)/.offline

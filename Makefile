@@ -6,10 +6,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 DATASET ?= ../shared/datasets/scifact
-# Extra JupyterLab options, e.g. make lab LAB_ARGS="--port 8890 --no-browser". As root (a container),
-# JupyterLab refuses to start without --allow-root, so it is added there.
+# Extra JupyterLab options, e.g. make lab LAB_ARGS="--port 8890 --no-browser". scripts/lab.py holds the options
+# `make lab` always uses (the repository as the server's root, lesson 00 as the first page, --allow-root as root);
+# the JupyterLab browser test starts JupyterLab with the same script.
 LAB_ARGS ?=
-ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
+# pytest's exit code 5 means it ran no test: say so, and fail (never a silent pass).
+PYTEST = run_pytest() { $(VENV)/bin/pytest "$$@" || { rc=$$?; [ $$rc -ne 5 ] || echo "pytest ran no test (exit 5): that is a failure" >&2; return $$rc; }; }; run_pytest
 
 # llama-cpp-python is built from source. On Linux x86-64, build for a portable CPU level instead of
 # -march=native: about twice as fast to compile, same run speed. Elsewhere (macOS) use its defaults.
@@ -17,12 +19,15 @@ ifeq ($(shell uname -s)-$(shell uname -m),Linux-x86_64)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 endif
 
-.PHONY: lab test test-fast install install-offline bench bench-load serve stop strip lint lock clean help
+.PHONY: lab test test-fast test-slow install install-offline bench bench-load serve stop strip lint lock clean help
 
 help:
-	@echo "make lab     install (first time only) and open JupyterLab on notebooks/00_setup-check.ipynb"
-	@echo "make test    install (incl. the offline stand-in) and run unit tests + every notebook"
+	@echo "make lab     install (first time only) and open JupyterLab, served from the repository root, on lesson 00"
+	@echo "make test    every test: lint, the fast tier, then (after installing the offline stand-in) the slow tier and every notebook"
 	@echo "make test-fast  the fast tier only: no real models, no notebooks (seconds; base install is enough)"
+	@echo "make test-slow  the slow tier only: real models, Chromium, PostgreSQL, every notebook"
+	@echo "make lint    ruff check, ruff format --check, notebooks committed without outputs, mypy"
+	@echo "make strip   strip outputs from the notebooks (before committing a notebook you ran)"
 	@echo "make bench   stand-in vs direct model benchmarks, and retrieval on DATASET=$(DATASET)"
 	@echo "make serve   serve the chat app (lesson 12) on http://127.0.0.1:8000/ (SERVE_ARGS=\"--port 8001\")"
 	@echo "make bench-load  16 concurrent chats x 3 turns against the served app (LOAD_ARGS=\"--chats 4\")"
@@ -57,17 +62,25 @@ lab: $(VENV)/.base
 		echo "No Ollama answers: using the workshop's offline stand-in."; \
 		$(MAKE) --no-print-directory install-offline && $(PY) -m infra.standin start; \
 	fi
-	@# Served from the repository root, so the notebooks' links to ../README.md and ../data/ open in JupyterLab.
-	$(VENV)/bin/jupyter lab $(ROOT_ARGS) $(LAB_ARGS) notebooks/00_setup-check.ipynb
+	@# Served from the repository root (the lessons' links to ../README.md and ../data/ open), first page lesson 00.
+	$(PY) scripts/lab.py $(LAB_ARGS)
 
-test: $(VENV)/.offline
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest tests notebooks --nbmake --nbmake-timeout=600 --durations=30
+# Every test, cheapest first, so that a mistake fails in seconds: lint, the fast tier, then the offline stand-in's
+# install (it may compile llama-cpp-python) and the slow tier with every notebook and solution (nbmake).
+test: $(VENV)/.base
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory test-fast
+	@$(MAKE) --no-print-directory test-slow
 
 # The fast tier: protocol tests with fake models and everything else not marked slow (tests/conftest.py).
 test-fast: $(VENV)/.base
-	$(VENV)/bin/pytest tests -m "not slow"
+	@echo 'pytest tests -m "not slow"'
+	@$(PYTEST) tests -m "not slow"
+
+# The slow tier: real models, real browser, real PostgreSQL, and every notebook top to bottom.
+test-slow: $(VENV)/.offline
+	@echo 'pytest tests notebooks -m slow --nbmake --nbmake-timeout=600 --durations=30'
+	@$(PYTEST) tests notebooks -m slow --nbmake --nbmake-timeout=600 --durations=30
 
 bench: $(VENV)/.offline
 	$(PY) -m bench.stand_in
@@ -92,6 +105,8 @@ strip:
 lint: $(VENV)/.base
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) scripts/strip_notebooks.py --check notebooks
+	$(VENV)/bin/mypy
 
 lock:
 	rm -rf /tmp/workshop-lock && $(PYTHON) -m venv /tmp/workshop-lock

@@ -1,12 +1,16 @@
-"""Measure how long Run All takes per lesson on this machine and write the README's agenda timing column.
+"""Measure how long Run All takes per lesson on this machine and write it into the README's agenda table.
 
-    WORKSHOP_OFFLINE=1 .venv/bin/python scripts/timings.py                 # lessons 00-10, rewrites README.md
-    WORKSHOP_OFFLINE=1 .venv/bin/python scripts/timings.py notebooks/06_rag.ipynb --dry-run
+    WORKSHOP_OFFLINE=1 .venv/bin/python scripts/timings.py --mode full     # every lesson as learners run it
+    WORKSHOP_OFFLINE=1 .venv/bin/python scripts/timings.py --mode fast     # every lesson as CI runs it
+    WORKSHOP_OFFLINE=1 .venv/bin/python scripts/timings.py --mode full notebooks/06_rag.ipynb --dry-run
 
-Each notebook runs top to bottom in a fresh kernel (nbclient, as nbmake does), from its own folder. The stand-in is
-started (or reused) before the first notebook, so a notebook's time never includes starting the server; the first
-notebook that calls a model loads it. Rows of notebooks not run keep their old value. The table goes between the
-README's `<!-- timings:start -->` and `<!-- timings:end -->` markers, with how and where it was measured.
+`--mode full` runs with fast mode off (`WORKSHOP_FAST=0`, what a learner runs), `--mode fast` with it on
+(`WORKSHOP_FAST=1`, what CI runs); the kernels inherit that setting, whatever the shell has. Each mode has its own
+column ("Run All, full mode" / "Run All, fast mode") and its own note line ("Full mode: ..." / "Fast mode: ...")
+between the README's `<!-- timings:start -->` and `<!-- timings:end -->` markers; a run rewrites only its own column,
+its own note and the rows of the notebooks it ran. Each notebook runs top to bottom in a fresh kernel (nbclient, as
+nbmake does), from its own folder. The stand-in is started (or reused) before the first notebook, so a notebook's
+time never includes starting the server; the first notebook that calls a model loads it.
 """
 
 from __future__ import annotations
@@ -68,31 +72,47 @@ def backend() -> tuple[str, bool]:
     return f"Ollama at {settings.ollama_host}", False
 
 
-def table(readme: str, seconds: dict[str, float], note: str) -> str:
-    """The README with the timing column of the agenda table between the markers replaced."""
+MODES = {"full": ("full mode", "Full mode:", "0"), "fast": ("fast mode", "Fast mode:", "1")}
+
+
+def table(readme: str, seconds: dict[str, float], note: str, *, mode: str) -> str:
+    """The README with the mode's column (rows of the notebooks in seconds) and its note line replaced."""
+    column, prefix, _ = MODES[mode]
     head, rest = readme.split(START, 1)
     block, tail = rest.split(END, 1)
-    rows = []
-    for line in block.strip().splitlines():
-        if not line.startswith("|"):
-            continue
-        cells = line.strip().strip("|").split("|")
-        match = re.search(r"\(notebooks/([^)]+\.ipynb)\)", line)
-        if match and match.group(1) in seconds:
-            cells[-1] = f" {human(seconds[match.group(1)])} "
-        rows.append("|" + "|".join(cells) + "|")
-    return f"{head}{START}\n" + "\n".join(rows) + f"\n\n{note}\n{END}{tail}"
+    lines = block.strip().splitlines()
+    header = next(line for line in lines if line.startswith("|")).strip().strip("|").split("|")
+    index = next((i for i, cell in enumerate(header) if column in cell), None)
+    if index is None:
+        raise ValueError(f"the agenda table has no column whose header says {column!r}: {'|'.join(header)}")
+    rows, notes = [], {p: "" for _, p, _ in MODES.values()}
+    for line in lines:
+        if line.startswith("|"):
+            cells = line.strip().strip("|").split("|")
+            match = re.search(r"\(notebooks/([^)]+\.ipynb)\)", line)
+            if match and match.group(1) in seconds:
+                cells[index] = f" {human(seconds[match.group(1)])} "
+            rows.append("|" + "|".join(cells) + "|")
+        elif line.startswith(tuple(notes)):
+            notes[line.split(":", 1)[0] + ":"] = line
+    notes[prefix] = f"{prefix} {note}"
+    return (
+        f"{head}{START}\n" + "\n".join(rows) + "\n\n" + "\n\n".join(n for n in notes.values() if n) + f"\n{END}{tail}"
+    )
 
 
 def main() -> int:
-    """Run the notebooks, print one line each, rewrite the README's table after each (unless --dry-run)."""
+    """Run the notebooks in one mode, print one line each, rewrite the README's column after each (unless --dry-run)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every lesson, notebooks/NN_*.ipynb")
+    parser.add_argument(
+        "--mode", choices=sorted(MODES), required=True, help="full: WORKSHOP_FAST=0 (learners); fast: =1 (CI)"
+    )
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--dry-run", action="store_true", help="measure and print, do not write the README")
     args = parser.parse_args()
     paths = args.notebooks or sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if re.match(r"\d\d_", p.name))
-    fast = os.environ.get("WORKSHOP_FAST", "0") == "1"
+    os.environ["WORKSHOP_FAST"] = MODES[args.mode][2]  # the kernels inherit it, whatever the shell set
     where, started_here = backend()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     started = datetime.now(UTC)
@@ -101,22 +121,20 @@ def main() -> int:
     def write() -> None:  # after every notebook, so an interrupted run keeps what it measured
         load_now = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         names = ", ".join(sorted(p[:2] for p in seconds))
-        keep = "" if len(seconds) >= len(paths) else " (the other rows keep the values of an earlier run)"
+        keep = "" if len(seconds) >= len(paths) else "; the other rows keep the values of an earlier run"
         note = (
-            f"The last column is Run All, measured by `scripts/timings.py` (each notebook in a fresh kernel, top "
-            f"to bottom, with nbclient) on {started:%Y-%m-%d}: {os.cpu_count()} cores ({cpu_name()}), Python "
-            f"{platform.python_version()}, {platform.system()}, against {where} (started before the first "
-            f"notebook; the first notebook that calls a model loads it), fast mode "
-            f"{'on (`WORKSHOP_FAST=1`, as CI)' if fast else 'off'}; load average {load:.1f} at the start, "
-            f"{load_now:.1f} at the end. Lessons measured in this run: {names}{keep}. A real Ollama model is "
-            f"bigger and slower per token, so allow more there. Re-measure with `.venv/bin/python scripts/timings.py`."
+            f"Run All with `WORKSHOP_FAST={MODES[args.mode][2]}`, measured by `scripts/timings.py --mode {args.mode}` on "
+            f"{started:%Y-%m-%d} (each notebook in a fresh kernel, top to bottom): {os.cpu_count()} cores "
+            f"({cpu_name()}), Python {platform.python_version()}, {platform.system()}, against {where}; load "
+            f"average {load:.1f} at the start, {load_now:.1f} at the end; lessons {names}{keep}."
         )
-        args.readme.write_text(table(args.readme.read_text(encoding="utf-8"), seconds, note), encoding="utf-8")
+        text = table(args.readme.read_text(encoding="utf-8"), seconds, note, mode=args.mode)
+        args.readme.write_text(text, encoding="utf-8")
 
     try:
         for path in paths:
             seconds[path.name] = run_notebook(path.resolve())
-            print(f"{path.name:<32} {seconds[path.name]:7.1f} s", flush=True)
+            print(f"{path.name:<32} {seconds[path.name]:7.1f} s ({args.mode} mode)", flush=True)
             if not args.dry_run:
                 write()
     finally:
@@ -125,18 +143,10 @@ def main() -> int:
             from infra.standin.launcher import stop_stand_in
 
             stop_stand_in(read_settings())
-    print(
-        json.dumps(
-            {
-                "seconds": {k: round(v, 1) for k, v in seconds.items()},
-                "backend": where,
-                "fast": fast,
-                "load_start": load,
-            }
-        )
-    )
+    summary = {"seconds": {k: round(v, 1) for k, v in seconds.items()}, "mode": args.mode, "backend": where}
+    print(json.dumps({**summary, "load_start": load}))
     if not args.dry_run:
-        print(f"wrote the timing column of {args.readme}")
+        print(f"wrote the {MODES[args.mode][0]} column of {args.readme}")
     return 0
 
 

@@ -150,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         client = ollama.Client(host=url)
         qdrant = QdrantClient(":memory:")
         docs, _ = load_documents()
-        index_chunks(qdrant, client, "handbook", chunk_documents(docs), EMBED_MODEL)
+        index_chunks(client, qdrant, "handbook", chunk_documents(docs), embed_model=EMBED_MODEL)
         progress(f"{time.perf_counter() - started:6.0f} s  indexed; {len(sample)} questions x {len(names)} prompts")
-        hits = [retrieve(qdrant, client, "handbook", EMBED_MODEL, q["question"], k=args.k) for q in sample]
+        hits = [retrieve(client, qdrant, "handbook", q["question"], embed_model=EMBED_MODEL, k=args.k) for q in sample]
         for name in names:  # one prompt after the other: its fixed start is read once (the stand-in caches it)
             for i, (q, q_hits) in enumerate(zip(sample, hits), 1):
                 start = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import uvicorn
 
@@ -11,7 +12,7 @@ import uvicorn
 class BackgroundServer:
     """uvicorn serving an ASGI app on 127.0.0.1 in a daemon thread; port 0 picks a free port."""
 
-    def __init__(self, app: object, port: int = 0, log_level: str = "warning") -> None:
+    def __init__(self, app: Any, port: int = 0, log_level: str = "warning") -> None:
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level, timeout_graceful_shutdown=5)
         )

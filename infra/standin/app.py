@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -32,10 +34,12 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 404:
         message = f"404 page not found: {request.method} {request.url.path} is not an endpoint of the offline server"
     elif exc.status_code == 405:
-        message = f"405 method not allowed: {request.method} {request.url.path} (allowed: {exc.headers.get('Allow')})"
+        message = (
+            f"405 method not allowed: {request.method} {request.url.path} (allowed: {(exc.headers or {}).get('Allow')})"
+        )
     else:
         message = str(exc.detail)
-    return error_response(request, exc.status_code, message, exc.headers)
+    return error_response(request, exc.status_code, message, dict(exc.headers or {}))
 
 
 def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
@@ -56,6 +60,15 @@ async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
 async def internal_error(request: Request, exc: Exception) -> Response:
     status, message = error_text(exc)
     return error_response(request, status, message)
+
+
+# Starlette types every handler as taking the base Exception; each of these takes the one it is registered for.
+HANDLERS: dict[Any, Any] = {
+    HTTPException: http_error,
+    ApiError: api_error,
+    ClientDisconnect: client_gone,
+    Exception: internal_error,
+}
 
 
 def make_app(registry: Registry, request_timeout: float = REQUEST_TIMEOUT_S) -> Starlette:
@@ -82,12 +95,7 @@ def make_app(registry: Registry, request_timeout: float = REQUEST_TIMEOUT_S) -> 
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={
-            HTTPException: http_error,
-            ApiError: api_error,
-            ClientDisconnect: client_gone,
-            Exception: internal_error,
-        },
+        exception_handlers=HANDLERS,
     )
     app.state.registry = registry
     app.state.request_timeout = request_timeout

@@ -8,6 +8,7 @@ nowhere else; an upgrade of uvicorn is checked by tests/test_stand_in_protocol.p
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import h11
@@ -26,7 +27,7 @@ class StandInProtocol(H11Protocol):
 
     def connection_made(self, transport) -> None:  # noqa: ANN001 - asyncio's signature
         super().connection_made(transport)
-        self._deadline = self.loop.call_later(self.request_timeout, self._timed_out)
+        self._deadline: asyncio.TimerHandle | None = self.loop.call_later(self.request_timeout, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -90,7 +90,7 @@ class Job:
         except RuntimeError:  # the server has shut down its loop
             pass
 
-    def _run(self, work: Callable[[threading.Event], Iterator[dict]]) -> None:
+    def _run(self, work: Callable[[threading.Event], Generator[dict, None, None]]) -> None:
         try:
             lines = work(self.cancelled)
             try:

@@ -81,7 +81,7 @@ def is_stand_in(url: str, timeout: float = 1.0) -> bool:
 
 def is_ours(info: dict | None) -> bool:
     """True when a stand-in's /api/version says it runs from this checkout."""
-    return bool(info) and info.get("checkout") == str(REPO_ROOT)
+    return info is not None and info.get("checkout") == str(REPO_ROOT)
 
 
 def other_port_hint(port: int) -> str:

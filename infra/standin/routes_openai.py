@@ -165,7 +165,7 @@ class ChatChunks:
         msg, out = line.get("message") or {}, b""
         trailer = line.get("done") and not self.first and not msg.get("content") and not msg.get("tool_calls")
         if not trailer:
-            delta = {"role": "assistant"} if self.first else {}
+            delta: dict[str, Any] = {"role": "assistant"} if self.first else {}
             delta["content"] = msg.get("content") or ""
             if msg.get("tool_calls"):
                 delta["tool_calls"] = openai_calls(msg["tool_calls"])

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class ChatModel:
 
         while True:
             try:
-                prompt = self.formatter(messages=msgs).prompt
+                prompt = self.formatter(messages=msgs).prompt  # type: ignore[arg-type]  # plain dicts, as the template reads them
             except (TemplateError, ValueError) as exc:  # raise_exception() in a template is a ValueError
                 raise TemplateRejectedError(
                     f"the chat template of {self.path.name} rejects these messages: {exc}"
@@ -121,7 +122,7 @@ class ChatModel:
                 repeat_penalty=opts.repeat_penalty,
                 grammar=grammar,
                 reset=False,
-                logits_processor=[record] if record else None,
+                logits_processor=[record] if record else None,  # type: ignore[arg-type]  # a plain list works
             )
         try:
             for token in tokens_out:
@@ -134,7 +135,7 @@ class ChatModel:
                     break
                 stats.eval_count += 1
                 stats.eval_duration = now - first
-                if record:
+                if record and stats.logprobs is not None:
                     stats.logprobs.append(record.entry(token))
                 piece = scanner.feed(decoder.decode(self.llm.detokenize([token])))
                 if piece:
@@ -145,7 +146,7 @@ class ChatModel:
                 if stats.eval_count >= limit:
                     break
         finally:
-            tokens_out.close()
+            tokens_out.close()  # type: ignore[attr-defined]  # Llama.generate returns a generator
         tail = scanner.flush() + decoder.decode(b"", final=True)
         if tail and not scanner.stopped:
             yield tail
@@ -249,7 +250,7 @@ class LogprobRecorder:
     model thinks, not what the sampler was allowed to pick). Costs one log-softmax over the vocabulary a token.
     """
 
-    def __init__(self, llm: object, top: int) -> None:
+    def __init__(self, llm: Any, top: int) -> None:
         self.llm, self.top, self.last = llm, top, None
 
     def __call__(self, input_ids: object, logits: np.ndarray) -> np.ndarray:

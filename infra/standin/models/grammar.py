@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 
 def make_grammar(fmt: object):
@@ -32,7 +33,8 @@ def bounded(schema: object) -> object:
     if not isinstance(schema, dict):
         return schema
     out = {k: bounded(v) for k, v in schema.items()}
-    kinds = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    declared = out.get("type")
+    kinds: list[Any] = declared if isinstance(declared, list) else [declared]
     if "string" in kinds and not {"maxLength", "enum", "const", "pattern", "format"} & out.keys():
         out["maxLength"] = TOOL_STRING_MAX
     if "array" in kinds and "maxItems" not in out:
@@ -80,5 +82,5 @@ def make_tool_grammar(tools: list[dict]):
         grammar = LlamaGrammar.from_string(schema_gbnf(tool_call_schema(tools)), verbose=False)
     except Exception as exc:  # the converter raises plain exceptions on unsupported schemas
         raise ValueError(f"unsupported JSON schema in the parameters of a tool: {exc}") from exc
-    grammar.checked_first = True  # ChatModel.stream decodes it with its own loop (see ChatModel._constrained)
+    grammar.checked_first = True  # type: ignore[attr-defined]  # ChatModel.stream decodes it with its own loop (see ChatModel._constrained)
     return grammar

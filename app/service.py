@@ -529,7 +529,7 @@ def create_app(
         cfg=cfg, qdrant=qdrant, history=history, options={**OPTIONS, **(options or {})}, hybrid=hybrid, **(tuning or {})
     )
     if cfg.settings.guardrails if guardrails is None else guardrails:
-        svc.guard = Guard(svc.client, cfg.embed_model)
+        svc.guard = Guard(svc.client, embed_model=cfg.embed_model)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

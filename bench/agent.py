@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 (contains_answer(answer, q["answer"]), 0, time.perf_counter() - start, 1)
             )
             start = time.perf_counter()
-            answer, trace = run_agent(client, args.chat_model, q["question"], tools, max_steps=3, options=OPTIONS)
+            answer, trace = run_agent(
+                client, q["question"], model=args.chat_model, tools=tools, max_steps=3, options=OPTIONS
+            )
             assert len(trace) <= 3, "the step limit holds"
             results["agent"].append(
                 (

@@ -74,8 +74,9 @@ class Step:
 
 def run_agent(
     client: ollama.Client,
-    model: str,
     question: str,
+    *,
+    model: str,
     tools: Sequence[Callable],
     max_steps: int = 4,
     options: dict | None = None,

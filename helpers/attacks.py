@@ -53,12 +53,13 @@ def poisoned_copy(doc: Document, case: dict) -> Document:
 
 
 def index_poisoned(
-    qdrant: QdrantClient,
     client: ollama.Client,
-    clean: str,
+    qdrant: QdrantClient,
     collection: str,
     cases: list[dict],
     docs: list[Document],
+    *,
+    clean: str,
     embed_model: str,
 ) -> int:
     """A separate collection: the clean one's points plus, per case, a poisoned copy of its page (tagged attack_id).
@@ -145,6 +146,7 @@ class Runner:
         client: ollama.Client,
         qdrant: QdrantClient,
         collection: str,
+        *,
         chat_model: str,
         embed_model: str,
         options: dict,
@@ -160,7 +162,9 @@ class Runner:
     def guard(self, settings: GuardSettings) -> Guard:
         """One Guard per settings, all sharing one similarity cache."""
         if settings not in self.guards:
-            self.guards[settings] = Guard(self.client, self.embed_model, settings, cache=self.similarities)
+            self.guards[settings] = Guard(
+                self.client, embed_model=self.embed_model, settings=settings, cache=self.similarities
+            )
         return self.guards[settings]
 
     def hits(self, case: dict) -> list[Hit]:
@@ -191,7 +195,7 @@ class Runner:
             )
         return self.generations[key]
 
-    def run(self, case: dict, settings: GuardSettings, generate: bool = True) -> Turn:
+    def run(self, case: dict, settings: GuardSettings, *, generate: bool = True) -> Turn:
         """One question with these layers; generate=False stops before the model (input and source checks only)."""
         guard, turn = self.guard(settings), Turn(case["question"])
         start = time.perf_counter()
@@ -218,6 +222,7 @@ def layer_row(
     name: str,
     runner: Runner,
     settings: GuardSettings,
+    *,
     attacks: list[dict],
     benign: list[dict],
     answered: list[dict],

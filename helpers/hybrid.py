@@ -38,7 +38,7 @@ def bm25_query(text: str) -> models.TextQuery:
 
 
 def hybrid_prefetch(
-    vector: Sequence[float], text: str, limit: int, query_filter: models.Filter | None = None
+    vector: Sequence[float], text: str, *, limit: int, query_filter: models.Filter | None = None
 ) -> list[models.Prefetch]:
     """Two candidate lists for one query_points call: dense (cosine) and BM25, each with the filter inside."""
     return [
@@ -67,7 +67,7 @@ def _query(qdrant: QdrantClient, collection: str, **kwargs) -> list[models.Score
 
 
 def bm25_points(
-    qdrant: QdrantClient, collection: str, text: str, k: int = 5, query_filter: models.Filter | None = None
+    qdrant: QdrantClient, collection: str, text: str, *, k: int = 5, query_filter: models.Filter | None = None
 ) -> list[models.ScoredPoint]:
     """The k chunks BM25 ranks highest for text, best first."""
     return _query(qdrant, collection, query=bm25_query(text), using=TEXT_FIELD, limit=k, query_filter=query_filter)
@@ -78,6 +78,7 @@ def hybrid_points(
     collection: str,
     vector: Sequence[float],
     text: str,
+    *,
     k: int = 5,
     query_filter: models.Filter | None = None,
     candidates: int = 50,
@@ -90,13 +91,13 @@ def hybrid_points(
     return _query(
         qdrant,
         collection,
-        prefetch=hybrid_prefetch(vector, text, max(candidates, k), query_filter),
+        prefetch=hybrid_prefetch(vector, text, limit=max(candidates, k), query_filter=query_filter),
         query=query,
         limit=k,
     )
 
 
-def rrf(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[tuple[str, float]]:
+def rrf(rankings: Sequence[Sequence[str]], *, k: int = RRF_K) -> list[tuple[str, float]]:
     """Reciprocal rank fusion of ranked id lists, as Qdrant computes it: (id, score) best first, ties by id."""
     scores: dict[str, float] = {}
     for ranking in rankings:
@@ -109,6 +110,7 @@ def mmr_points(
     qdrant: QdrantClient,
     collection: str,
     vector: Sequence[float],
+    *,
     k: int = 5,
     diversity: float = 0.5,
     candidates: int = 20,
@@ -130,7 +132,7 @@ def grade_from_logprobs(logprobs: Sequence | None) -> float | None:
     return None
 
 
-def relevance_grade(client: ollama.Client, model: str, query: str, title: str, text: str) -> float:
+def relevance_grade(client: ollama.Client, query: str, title: str, text: str, *, model: str) -> float:
     """The chat model's 0-3 relevance grade of one passage (expected value from logprobs when it sends them)."""
     request = {
         "model": model,
@@ -152,8 +154,8 @@ def relevance_grade(client: ollama.Client, model: str, query: str, title: str, t
     return float(json.loads(response.message.content)["grade"])
 
 
-def rerank(client: ollama.Client, model: str, query: str, hits: Sequence, k: int | None = None) -> list:
+def rerank(client: ollama.Client, query: str, hits: Sequence, *, model: str, k: int | None = None) -> list:
     """The same hits reordered by relevance_grade (ties keep their fused order), score = grade; the top k if given."""
-    graded = [(relevance_grade(client, model, query, h.title, h.text), i, h) for i, h in enumerate(hits)]
+    graded = [(relevance_grade(client, query, h.title, h.text, model=model), i, h) for i, h in enumerate(hits)]
     ordered = [replace(h, score=grade) for grade, _, h in sorted(graded, key=lambda t: (-t[0], t[1]))]
     return ordered[:k] if k is not None else ordered

@@ -27,9 +27,9 @@ def test_the_agent_never_exceeds_its_step_limit_and_tool_errors_go_back_to_the_m
     calls.clear()
     answer, trace = run_agent(
         client,
-        STAND_IN_CHAT_MODEL,
         "Where is the muster point during a fire alarm?",
-        [search_handbook],
+        model=STAND_IN_CHAT_MODEL,
+        tools=[search_handbook],
         max_steps=max_steps,
         options=OPTIONS,
     )

@@ -10,6 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import ollama
 from qdrant_client import QdrantClient, models
@@ -67,13 +68,14 @@ def index_poisoned(
     The clean collection is never written. Unchanged chunks of a copy reuse the clean vectors; returns points written.
     """
     by_id = {d.id: d for d in docs}
-    points, offset = [], None
+    points: list[models.PointStruct] = []
+    offset = None
     while True:  # copy the clean collection
         batch, offset = qdrant.scroll(clean, limit=256, offset=offset, with_vectors=True, with_payload=True)
-        points += [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in batch]
+        points += [models.PointStruct(id=p.id, vector=cast(list[float], p.vector), payload=p.payload) for p in batch]
         if offset is None:
             break
-    known = {p.payload["text"]: p.vector for p in points}
+    known = {(p.payload or {})["text"]: cast(list[float], p.vector) for p in points}
     copies: list[tuple[str, Chunk]] = [
         (c["id"], chunk)
         for c in cases
@@ -90,7 +92,7 @@ def index_poisoned(
         )
         for attack, chunk in copies
     ]
-    ensure_collection(qdrant, collection, len(points[0].vector))
+    ensure_collection(qdrant, collection, len(cast(list[float], points[0].vector)))
     for start in range(0, len(points), 256):
         qdrant.upsert(collection, points=points[start : start + 256], wait=True)
     return len(points)
@@ -189,7 +191,7 @@ class Runner:
             start = time.perf_counter()
             reply = self.client.chat(model=self.chat_model, messages=messages, options=self.options)
             self.generations[key] = (
-                reply.message.content.strip(),
+                (reply.message.content or "").strip(),
                 time.perf_counter() - start,
                 reply.prompt_eval_count or 0,
             )

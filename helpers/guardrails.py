@@ -21,6 +21,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import ollama
 
@@ -286,12 +287,14 @@ class GuardSettings:
 
 
 LAYERS = ("rules", "similarity", "scan_sources", "mark_sources", "check_output")
-NONE = GuardSettings(**{name: False for name in LAYERS})
+NONE = replace(
+    GuardSettings(), rules=False, similarity=False, scan_sources=False, mark_sources=False, check_output=False
+)
 
 
 def cumulative_layers() -> list[tuple[str, GuardSettings]]:
     """(name, settings) for no defence, then each layer added on top of the ones before."""
-    out, on = [("no defence", NONE)], {}
+    out, on = [("no defence", NONE)], dict[str, Any]()
     for name in LAYERS:
         on[name] = True
         out.append((f"+ {name.replace('_', ' ')}", replace(NONE, **on)))
@@ -343,7 +346,9 @@ class Guard:
         if self.client is None:
             raise ValueError("the similarity check needs an ollama client: Guard(client, embed_model=...)")
         if self._known_vectors is None:
-            self._known_vectors = self.client.embed(model=self.embed_model, input=self.known).embeddings
+            self._known_vectors = [
+                list(v) for v in self.client.embed(model=self.embed_model, input=self.known).embeddings
+            ]
         new = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if new:
             for text, vector in zip(new, self.client.embed(model=self.embed_model, input=new).embeddings):

@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import ollama
 from qdrant_client import QdrantClient, models
@@ -16,7 +17,7 @@ TEXT_FIELD = "search_text"  # payload field BM25 ranks over: title + chunk text,
 TEXT_INDEX = models.TextIndexParams(type=models.TextIndexType.TEXT, lowercase=True, scoring=True)
 RRF_K = 60  # reciprocal rank fusion: score = sum over branches of 1 / (k + position), position 0 for the best
 
-RERANK_SCHEMA = {
+RERANK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"grade": {"type": "integer", "enum": [0, 1, 2, 3]}},
     "required": ["grade"],
@@ -134,24 +135,20 @@ def grade_from_logprobs(logprobs: Sequence | None) -> float | None:
 
 def relevance_grade(client: ollama.Client, query: str, title: str, text: str, *, model: str) -> float:
     """The chat model's 0-3 relevance grade of one passage (expected value from logprobs when it sends them)."""
-    request = {
-        "model": model,
-        "messages": [{"role": "user", "content": RERANK_PROMPT.format(query=query, title=title, text=text)}],
-        "format": RERANK_SCHEMA,
-        "options": {"temperature": 0, "num_predict": 16},
-    }
+    messages = [{"role": "user", "content": RERANK_PROMPT.format(query=query, title=title, text=text)}]
+    options = {"temperature": 0, "num_predict": 16}
     try:
-        response = client.chat(**request, logprobs=True, top_logprobs=4)
-    except (
-        ollama.ResponseError
-    ) as exc:  # a backend without logprobs says so with a 400 (the stand-in has them since lesson 15)
+        response = client.chat(
+            model=model, messages=messages, format=RERANK_SCHEMA, options=options, logprobs=True, top_logprobs=4
+        )
+    except ollama.ResponseError as exc:  # a backend without logprobs says so with a 400 (the stand-in has them)
         if exc.status_code != 400 or "logprobs" not in str(exc.error):
             raise
-        response = client.chat(**request)
+        response = client.chat(model=model, messages=messages, format=RERANK_SCHEMA, options=options)
     from_logprobs = grade_from_logprobs(response.logprobs)
     if from_logprobs is not None:
         return from_logprobs
-    return float(json.loads(response.message.content)["grade"])
+    return float(json.loads(response.message.content or "{}")["grade"])
 
 
 def rerank(client: ollama.Client, query: str, hits: Sequence, *, model: str, k: int | None = None) -> list:

@@ -34,8 +34,10 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -50,6 +52,8 @@ STATUSES = {
 }
 KINDS = ("reset", "delay", "slow-first", "stall", "die")
 HEADER = "x-fault"
+Receive = Callable[[], Awaitable[dict[str, Any]]]  # the ASGI callables
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 ADMIN = "/_faults"  # the control endpoints: never forwarded, never faulted, never in `seen`
 
 
@@ -100,13 +104,13 @@ class Seen:
     at: float = field(default_factory=time.monotonic)
 
 
-async def hang_up(receive: object) -> None:
+async def hang_up(receive: Receive) -> None:
     """Return once the client has gone away (ASGI http.disconnect); the request body must have been read."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-def reset(send: object) -> None:
+def reset(send: Send) -> None:
     """Reset the client's TCP connection (SO_LINGER 0, then abort: the peer gets an RST, not a clean close)."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
     if transport is None:
@@ -141,13 +145,14 @@ class FaultApp:
                 plan.times -= 1
             return plan.fault
 
-    async def __call__(self, scope: dict, receive: object, send: object) -> None:
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
                 if message["type"] == "lifespan.startup":
                     self.http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
                     await send({"type": "lifespan.startup.complete"})
-            await self.http.aclose()
+            if self.http is not None:
+                await self.http.aclose()
             return await send({"type": "lifespan.shutdown.complete"})
         if scope["path"] == ADMIN or scope["path"].startswith(ADMIN + "/"):
             return await self.admin(scope, receive, send)
@@ -181,7 +186,7 @@ class FaultApp:
             gone.cancel()
 
     async def forward(
-        self, scope: dict, gone: asyncio.Future, send: object, headers: dict, body: bytes, fault: Fault | None
+        self, scope: dict, gone: asyncio.Future, send: Send, headers: dict, body: bytes, fault: Fault | None
     ) -> None:
         """Pass the request upstream; relay the answer line by line, applying slow-first, stall or die.
 
@@ -191,6 +196,8 @@ class FaultApp:
         for name in ("content-length", "accept-encoding"):
             headers.pop(name, None)
         url = self.upstream + scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
+        if self.http is None:
+            raise RuntimeError("the proxy's HTTP client is made at start-up: serve FaultApp with lifespan on")
         request = self.http.build_request(scope["method"], url, headers=headers, content=body)
         try:
             upstream = await self.http.send(request, stream=True)
@@ -234,7 +241,7 @@ class FaultApp:
         spec = None if f is None else (f.kind if f.kind.isdigit() or f.kind == "reset" else f"{f.kind}:{f.arg:g}")
         return {"fault": spec, "times": self.plan.times, "path": self.plan.path}
 
-    async def admin(self, scope: dict, receive: object, send: object) -> None:
+    async def admin(self, scope: dict, receive: Receive, send: Send) -> None:
         """POST /_faults {"fault", "times", "path"}; GET /_faults; GET and DELETE /_faults/seen."""
         body = b""
         while True:
@@ -264,7 +271,7 @@ class FaultApp:
         return await self.reply(send, 404, f"no {route[0]} {route[1]}: use POST/GET {ADMIN}, GET/DELETE {ADMIN}/seen")
 
     @staticmethod
-    async def reply_json(send: object, status: int, payload: object) -> None:
+    async def reply_json(send: Send, status: int, payload: object) -> None:
         """A JSON response."""
         body = json.dumps(payload).encode()
         await send(
@@ -277,7 +284,7 @@ class FaultApp:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    async def reply(send: object, status: int, error: str) -> None:
+    async def reply(send: Send, status: int, error: str) -> None:
         """An Ollama-shaped error response: status + {"error": ...}."""
         body = json.dumps({"error": error}).encode()
         await send(
@@ -342,7 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if args.watch_stdin:
-        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), name="stdin-watch", daemon=True).start()
+
+        def watch() -> None:
+            sys.stdin.read()  # returns at end of file: the parent closed the pipe, or went away
+            stop.set()
+
+        threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
     proxy = FaultProxy(args.upstream, port=args.port).start()
     if args.url_file:
         args.url_file.write_text(proxy.url + "\n", encoding="utf-8")

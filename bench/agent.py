@@ -15,6 +15,7 @@ import json
 import statistics
 import time
 from contextlib import nullcontext
+from typing import Literal
 
 import jsonschema
 import ollama
@@ -30,6 +31,9 @@ from helpers.index import index_chunks
 from helpers.rag import build_messages, retrieve
 from tests.support.tool_prompts import PROMPTS
 
+CATEGORY = Literal[  # as lesson 15 declares it: an enum in the tool's schema (helpers.agent.tool_schema)
+    "any", "safety", "operations", "policy", "facilities", "logistics", "science", "organisation", "reference", "faq"
+]
 OPTIONS = {"temperature": 0, "seed": 42, "num_predict": 200, "num_ctx": 4096}
 
 
@@ -38,12 +42,12 @@ def handbook_tools(client: ollama.Client, qdrant: QdrantClient, chat_docs: dict)
     contacts = table_with(chat_docs["organisation-and-contacts"].text, "Role")
     limits = table_with(chat_docs["weather-limits"].text, "Activity")
 
-    def search_handbook(query: str, category: str) -> str:
+    def search_handbook(query: str, category: CATEGORY) -> str:
         """Search the station handbook for passages about a topic.
 
         Args:
           query: what to look for
-          category: one of safety, operations, policy, facilities, logistics, science, organisation, or any
+          category: the handbook section to search, or any
         """
         match = (
             None
@@ -126,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                 (contains_answer(answer, q["answer"]), 0, time.perf_counter() - start, 1)
             )
             start = time.perf_counter()
-            answer, trace = run_agent(client, args.chat_model, q["question"], tools, max_steps=3, options=OPTIONS)
+            answer, trace = run_agent(
+                client, q["question"], model=args.chat_model, tools=tools, max_steps=3, options=OPTIONS
+            )
             assert len(trace) <= 3, "the step limit holds"
             results["agent"].append(
                 (

@@ -83,8 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         qdrant = QdrantClient(":memory:")
         docs, _ = load_documents()
         index_chunks(client, qdrant, "handbook", chunk_documents(docs), embed_model=EMBED_MODEL)
-        index_poisoned(qdrant, client, "handbook", "handbook-poisoned", attacks, docs, EMBED_MODEL)
-        runner = Runner(client, qdrant, "handbook-poisoned", STAND_IN_CHAT_MODEL, EMBED_MODEL, options, k=args.k)
+        index_poisoned(client, qdrant, "handbook-poisoned", attacks, docs, clean="handbook", embed_model=EMBED_MODEL)
+        runner = Runner(
+            client,
+            qdrant,
+            "handbook-poisoned",
+            chat_model=STAND_IN_CHAT_MODEL,
+            embed_model=EMBED_MODEL,
+            options=options,
+            k=args.k,
+        )
         delivered = [c["id"] for c in attacks if planted_in(c, runner.hits(c))]
         progress(
             f"{len(attacks)} attacks; the planted text was among the k={args.k} retrieved chunks for "
@@ -96,7 +104,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, settings in layers:
             progress(f"{time.perf_counter() - started:6.0f} s  {name}")
             answered = benign[: args.benign_answers]
-            rows.append(layer_row(name, runner, settings, attacks, benign, answered, answered[: args.timed], baseline))
+            rows.append(
+                layer_row(
+                    name,
+                    runner,
+                    settings,
+                    attacks=attacks,
+                    benign=benign,
+                    answered=answered,
+                    timed=answered[: args.timed],
+                    baseline=baseline,
+                )
+            )
             rows[-1]["benign answers correct"] = answer_quality(runner, settings, answered)
             progress("| " + " | ".join(str(rows[-1][c]) for c in COLUMNS) + " |")
         full = GuardSettings()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import time
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -12,8 +14,9 @@ import ollama
 
 AGENT_SYSTEM = (
     "You answer questions about Halvorsen Ridge Station. Call a tool to look the facts up, then answer "
-    "briefly from what the tools returned."
+    "briefly from what the tools returned. If a tool returns an error, call a tool again with other arguments."
 )
+JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
 def markdown_tables(text: str) -> list[list[dict]]:
@@ -53,12 +56,45 @@ def best_row(rows: Sequence[dict], column: str, wanted: str) -> dict:
     return row
 
 
+def arg_descriptions(doc: str) -> dict[str, str]:
+    """The `name: description` lines of a docstring's `Args:` section (Google style, as the ollama client reads it)."""
+    section = re.split(r"^\s*Args:\s*$", doc, maxsplit=1, flags=re.M)
+    return dict(re.findall(r"^\s+(\w+):\s*(.+)$", section[1], flags=re.M)) if len(section) == 2 else {}
+
+
+def tool_schema(fn: Callable) -> dict:
+    """The tool declaration of a typed, documented function; a `Literal[...]` argument becomes an enum.
+
+    The ollama client's own conversion keeps only each argument's type and description: an enum is lost, and a small
+    model then writes any word where only a few are valid.
+    """
+    doc = inspect.getdoc(fn) or ""
+    described, hints, properties = arg_descriptions(doc), typing.get_type_hints(fn), {}
+    for name in inspect.signature(fn).parameters:
+        hint = hints.get(name, str)
+        if typing.get_origin(hint) is typing.Literal:
+            values = list(typing.get_args(hint))
+            prop: dict = {"type": JSON_TYPES[type(values[0])], "enum": values}
+        else:
+            prop = {"type": JSON_TYPES.get(hint, "string")}
+        properties[name] = {**prop, "description": described.get(name, "")}
+    required = [n for n, p in inspect.signature(fn).parameters.items() if p.default is inspect.Parameter.empty]
+    return {
+        "type": "function",
+        "function": {
+            "name": fn.__name__,
+            "description": doc.split("\n\n")[0].strip(),
+            "parameters": {"type": "object", "required": required, "properties": properties},
+        },
+    }
+
+
 def tool_result(fn: Callable, arguments: dict) -> tuple[str, bool]:
-    """Run one tool: (its result as text, False), or (the error as text, True) for the model to read."""
+    """Run one tool: (its result as text, False), or ('{"error": ...}', True): a failed call the model may redo."""
     try:
         result = fn(**arguments)
-    except Exception as exc:  # any failure goes back to the model as text, never up to the caller
-        return f"error: {type(exc).__name__}: {exc}", True
+    except Exception as exc:  # any failure goes back to the model as a JSON error object, never up to the caller
+        return json.dumps({"error": f"{type(exc).__name__}: {exc}"}), True
     return result if isinstance(result, str) else json.dumps(result), False
 
 
@@ -74,20 +110,24 @@ class Step:
 
 def run_agent(
     client: ollama.Client,
-    model: str,
     question: str,
+    *,
+    model: str,
     tools: Sequence[Callable],
     max_steps: int = 4,
     options: dict | None = None,
     system: str = AGENT_SYSTEM,
 ) -> tuple[str | None, list[Step]]:
-    """Ask, run the tools the model calls, send their results back, until it answers or max_steps model calls."""
-    by_name = {fn.__name__: fn for fn in tools}
+    """Ask, run the tools the model calls, send their results back, until it answers or max_steps model calls.
+
+    A failed call goes back as {"error": ...}: the model may then call a tool again (a retry) or answer.
+    """
+    by_name, schemas = {fn.__name__: fn for fn in tools}, [tool_schema(fn) for fn in tools]
     messages: list = [{"role": "system", "content": system}, {"role": "user", "content": question}]
     trace: list[Step] = []
     for n in range(1, max_steps + 1):
         start = time.perf_counter()
-        reply = client.chat(model=model, messages=messages, tools=list(tools), options=options)
+        reply = client.chat(model=model, messages=messages, tools=schemas, options=options)
         step = Step(n)
         trace.append(step)
         messages.append(reply.message)
@@ -97,7 +137,10 @@ def run_agent(
         for call in reply.message.tool_calls:
             name, arguments = call.function.name, dict(call.function.arguments)
             fn = by_name.get(name)
-            result, error = tool_result(fn, arguments) if fn else (f"error: there is no tool {name!r}", True)
+            if fn is None:
+                result, error = json.dumps({"error": f"there is no tool {name!r}; use one of {sorted(by_name)}"}), True
+            else:
+                result, error = tool_result(fn, arguments)
             step.calls.append({"tool": name, "arguments": arguments, "result": result, "error": error})
             messages.append({"role": "tool", "tool_name": name, "content": result})
         step.seconds = time.perf_counter() - start

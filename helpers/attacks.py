@@ -10,6 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import ollama
 from qdrant_client import QdrantClient, models
@@ -53,12 +54,13 @@ def poisoned_copy(doc: Document, case: dict) -> Document:
 
 
 def index_poisoned(
-    qdrant: QdrantClient,
     client: ollama.Client,
-    clean: str,
+    qdrant: QdrantClient,
     collection: str,
     cases: list[dict],
     docs: list[Document],
+    *,
+    clean: str,
     embed_model: str,
 ) -> int:
     """A separate collection: the clean one's points plus, per case, a poisoned copy of its page (tagged attack_id).
@@ -66,13 +68,14 @@ def index_poisoned(
     The clean collection is never written. Unchanged chunks of a copy reuse the clean vectors; returns points written.
     """
     by_id = {d.id: d for d in docs}
-    points, offset = [], None
+    points: list[models.PointStruct] = []
+    offset = None
     while True:  # copy the clean collection
         batch, offset = qdrant.scroll(clean, limit=256, offset=offset, with_vectors=True, with_payload=True)
-        points += [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in batch]
+        points += [models.PointStruct(id=p.id, vector=cast(list[float], p.vector), payload=p.payload) for p in batch]
         if offset is None:
             break
-    known = {p.payload["text"]: p.vector for p in points}
+    known = {(p.payload or {})["text"]: cast(list[float], p.vector) for p in points}
     copies: list[tuple[str, Chunk]] = [
         (c["id"], chunk)
         for c in cases
@@ -89,7 +92,7 @@ def index_poisoned(
         )
         for attack, chunk in copies
     ]
-    ensure_collection(qdrant, collection, size=len(points[0].vector))
+    ensure_collection(qdrant, collection, size=len(cast(list[float], points[0].vector)))
     for start in range(0, len(points), 256):
         qdrant.upsert(collection, points=points[start : start + 256], wait=True)
     return len(points)
@@ -145,6 +148,7 @@ class Runner:
         client: ollama.Client,
         qdrant: QdrantClient,
         collection: str,
+        *,
         chat_model: str,
         embed_model: str,
         options: dict,
@@ -160,7 +164,9 @@ class Runner:
     def guard(self, settings: GuardSettings) -> Guard:
         """One Guard per settings, all sharing one similarity cache."""
         if settings not in self.guards:
-            self.guards[settings] = Guard(self.client, self.embed_model, settings, cache=self.similarities)
+            self.guards[settings] = Guard(
+                self.client, embed_model=self.embed_model, settings=settings, cache=self.similarities
+            )
         return self.guards[settings]
 
     def hits(self, case: dict) -> list[Hit]:
@@ -185,13 +191,13 @@ class Runner:
             start = time.perf_counter()
             reply = self.client.chat(model=self.chat_model, messages=messages, options=self.options)
             self.generations[key] = (
-                reply.message.content.strip(),
+                (reply.message.content or "").strip(),
                 time.perf_counter() - start,
                 reply.prompt_eval_count or 0,
             )
         return self.generations[key]
 
-    def run(self, case: dict, settings: GuardSettings, generate: bool = True) -> Turn:
+    def run(self, case: dict, settings: GuardSettings, *, generate: bool = True) -> Turn:
         """One question with these layers; generate=False stops before the model (input and source checks only)."""
         guard, turn = self.guard(settings), Turn(case["question"])
         start = time.perf_counter()
@@ -218,6 +224,7 @@ def layer_row(
     name: str,
     runner: Runner,
     settings: GuardSettings,
+    *,
     attacks: list[dict],
     benign: list[dict],
     answered: list[dict],

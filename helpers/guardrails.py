@@ -3,7 +3,7 @@
 Taught in 14_guardrails.ipynb. One `Guard` with `GuardSettings` is what the chat app (lesson 10, `guard=`) and the
 service (lesson 12, on unless WORKSHOP_GUARDRAILS=0) use:
 
-    guard = Guard(client, cfg.embed_model)
+    guard = Guard(client, embed_model=cfg.embed_model)
     verdict = guard.check_input(question)          # blocked? then refuse, no model call
     kept, dropped = guard.filter_hits(hits)        # chunks that carry instructions are left out
     messages = guard.messages(question, kept)      # sources fenced as data, an instruction hierarchy
@@ -21,6 +21,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import ollama
 
@@ -216,7 +217,7 @@ def fence(text: str) -> str:
     return re.sub(r"</?\s*source\b[^>]*>", "", text, flags=re.I)
 
 
-def datamark(text: str, marker: str = DATAMARK) -> str:
+def datamark(text: str, *, marker: str = DATAMARK) -> str:
     """Spotlighting by datamarking: every space of the text becomes marker, so the text reads as one marked block."""
     return re.sub(r"\s", marker, text)
 
@@ -256,15 +257,15 @@ def bad_citations(answer: str, n_sources: int) -> list[int]:
     return [n for n in cited_numbers(answer) if not 1 <= n <= n_sources]
 
 
-def shingles(text: str, n: int = 8) -> set[tuple[str, ...]]:
+def shingles(text: str, *, n: int = 8) -> set[tuple[str, ...]]:
     """Every run of n consecutive words (lowercase, punctuation dropped)."""
     words = re.findall(r"[a-z0-9']+", normalize(text).lower())
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def echoes_prompt(answer: str, system: str, n: int = 8) -> bool:
+def echoes_prompt(answer: str, system: str, *, n: int = 8) -> bool:
     """True when the answer repeats n consecutive words of the system prompt."""
-    return bool(shingles(answer, n) & shingles(system, n))
+    return bool(shingles(answer, n=n) & shingles(system, n=n))
 
 
 # ---------------------------------------------------------------- the guard
@@ -283,12 +284,14 @@ class GuardSettings:
 
 
 LAYERS = ("rules", "similarity", "scan_sources", "mark_sources", "check_output")
-NONE = GuardSettings(**{name: False for name in LAYERS})
+NONE = replace(
+    GuardSettings(), rules=False, similarity=False, scan_sources=False, mark_sources=False, check_output=False
+)
 
 
 def cumulative_layers() -> list[tuple[str, GuardSettings]]:
     """(name, settings) for no defence, then each layer added on top of the ones before."""
-    out, on = [("no defence", NONE)], {}
+    out, on = [("no defence", NONE)], dict[str, Any]()
     for name in LAYERS:
         on[name] = True
         out.append((f"+ {name.replace('_', ' ')}", replace(NONE, **on)))
@@ -318,6 +321,7 @@ class Guard:
     def __init__(
         self,
         client: ollama.Client | None,
+        *,
         embed_model: str,
         settings: GuardSettings | None = None,
         known_attacks: list[str] | None = None,
@@ -337,16 +341,18 @@ class Guard:
     def similarity(self, texts: list[str]) -> list[float]:
         """For each text, its highest cosine similarity to a known-attack phrase (embeddings cached by text)."""
         if self.client is None:
-            raise ValueError("the similarity check needs an ollama client: Guard(client, embed_model)")
+            raise ValueError("the similarity check needs an ollama client: Guard(client, embed_model=...)")
         if self._known_vectors is None:
-            self._known_vectors = self.client.embed(model=self.embed_model, input=self.known).embeddings
+            self._known_vectors = [
+                list(v) for v in self.client.embed(model=self.embed_model, input=self.known).embeddings
+            ]
         new = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if new:
             for text, vector in zip(new, self.client.embed(model=self.embed_model, input=new).embeddings):
                 self._cache[text] = max(cosine(vector, k) for k in self._known_vectors)
         return [self._cache[t] for t in texts]
 
-    def scan(self, text: str, split: bool = False, rules: bool = True, similarity: bool = True) -> list[str]:
+    def scan(self, text: str, *, split: bool = False, rules: bool = True, similarity: bool = True) -> list[str]:
         """Reasons to distrust text (a question; a chunk, sentence by sentence, with split=True): rules, similarity."""
         s, reasons = self.settings, []
         plain = normalize(text)

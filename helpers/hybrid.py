@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import ollama
 from qdrant_client import QdrantClient, models
@@ -16,7 +17,7 @@ TEXT_FIELD = "search_text"  # payload field BM25 ranks over: title + chunk text,
 TEXT_INDEX = models.TextIndexParams(type=models.TextIndexType.TEXT, lowercase=True, scoring=True)
 RRF_K = 60  # reciprocal rank fusion: score = sum over branches of 1 / (k + position), position 0 for the best
 
-RERANK_SCHEMA = {
+RERANK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"grade": {"type": "integer", "enum": [0, 1, 2, 3]}},
     "required": ["grade"],
@@ -38,7 +39,7 @@ def bm25_query(text: str) -> models.TextQuery:
 
 
 def hybrid_prefetch(
-    vector: Sequence[float], text: str, limit: int, query_filter: models.Filter | None = None
+    vector: Sequence[float], text: str, *, limit: int, query_filter: models.Filter | None = None
 ) -> list[models.Prefetch]:
     """Two candidate lists for one query_points call: dense (cosine) and BM25, each with the filter inside."""
     return [
@@ -67,7 +68,7 @@ def _query(qdrant: QdrantClient, collection: str, **kwargs) -> list[models.Score
 
 
 def bm25_points(
-    qdrant: QdrantClient, collection: str, text: str, k: int = 5, query_filter: models.Filter | None = None
+    qdrant: QdrantClient, collection: str, text: str, *, k: int = 5, query_filter: models.Filter | None = None
 ) -> list[models.ScoredPoint]:
     """The k chunks BM25 ranks highest for text, best first."""
     return _query(qdrant, collection, query=bm25_query(text), using=TEXT_FIELD, limit=k, query_filter=query_filter)
@@ -78,6 +79,7 @@ def hybrid_points(
     collection: str,
     vector: Sequence[float],
     text: str,
+    *,
     k: int = 5,
     query_filter: models.Filter | None = None,
     candidates: int = 50,
@@ -90,13 +92,13 @@ def hybrid_points(
     return _query(
         qdrant,
         collection,
-        prefetch=hybrid_prefetch(vector, text, max(candidates, k), query_filter),
+        prefetch=hybrid_prefetch(vector, text, limit=max(candidates, k), query_filter=query_filter),
         query=query,
         limit=k,
     )
 
 
-def rrf(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[tuple[str, float]]:
+def rrf(rankings: Sequence[Sequence[str]], *, k: int = RRF_K) -> list[tuple[str, float]]:
     """Reciprocal rank fusion of ranked id lists, as Qdrant computes it: (id, score) best first, ties by id."""
     scores: dict[str, float] = {}
     for ranking in rankings:
@@ -109,6 +111,7 @@ def mmr_points(
     qdrant: QdrantClient,
     collection: str,
     vector: Sequence[float],
+    *,
     k: int = 5,
     diversity: float = 0.5,
     candidates: int = 20,
@@ -130,30 +133,26 @@ def grade_from_logprobs(logprobs: Sequence | None) -> float | None:
     return None
 
 
-def relevance_grade(client: ollama.Client, model: str, query: str, title: str, text: str) -> float:
+def relevance_grade(client: ollama.Client, query: str, title: str, text: str, *, model: str) -> float:
     """The chat model's 0-3 relevance grade of one passage (expected value from logprobs when it sends them)."""
-    request = {
-        "model": model,
-        "messages": [{"role": "user", "content": RERANK_PROMPT.format(query=query, title=title, text=text)}],
-        "format": RERANK_SCHEMA,
-        "options": {"temperature": 0, "num_predict": 16},
-    }
+    messages = [{"role": "user", "content": RERANK_PROMPT.format(query=query, title=title, text=text)}]
+    options = {"temperature": 0, "num_predict": 16}
     try:
-        response = client.chat(**request, logprobs=True, top_logprobs=4)
-    except (
-        ollama.ResponseError
-    ) as exc:  # a backend without logprobs says so with a 400 (the stand-in has them since lesson 15)
+        response = client.chat(
+            model=model, messages=messages, format=RERANK_SCHEMA, options=options, logprobs=True, top_logprobs=4
+        )
+    except ollama.ResponseError as exc:  # a backend without logprobs says so with a 400 (the stand-in has them)
         if exc.status_code != 400 or "logprobs" not in str(exc.error):
             raise
-        response = client.chat(**request)
+        response = client.chat(model=model, messages=messages, format=RERANK_SCHEMA, options=options)
     from_logprobs = grade_from_logprobs(response.logprobs)
     if from_logprobs is not None:
         return from_logprobs
-    return float(json.loads(response.message.content)["grade"])
+    return float(json.loads(response.message.content or "{}")["grade"])
 
 
-def rerank(client: ollama.Client, model: str, query: str, hits: Sequence, k: int | None = None) -> list:
+def rerank(client: ollama.Client, query: str, hits: Sequence, *, model: str, k: int | None = None) -> list:
     """The same hits reordered by relevance_grade (ties keep their fused order), score = grade; the top k if given."""
-    graded = [(relevance_grade(client, model, query, h.title, h.text), i, h) for i, h in enumerate(hits)]
+    graded = [(relevance_grade(client, query, h.title, h.text, model=model), i, h) for i, h in enumerate(hits)]
     ordered = [replace(h, score=grade) for grade, _, h in sorted(graded, key=lambda t: (-t[0], t[1]))]
     return ordered[:k] if k is not None else ordered

@@ -1,13 +1,17 @@
 """A fault-injecting reverse proxy in front of any Ollama: a TEST DEVICE, not part of the lesson pipeline.
 
-Taught in 13_resilience.ipynb. Real requests pass through to a real server (the offline stand-in in CI); the proxy
-breaks some of them on purpose so that timeouts, retries, the circuit breaker and the fallbacks can be shown and
-tested against real failures instead of being described:
+Used by 13_resilience.ipynb as one uses a chaos proxy: a process of its own, driven over HTTP. Real requests pass
+through to a real server (the offline stand-in in CI); the proxy breaks some of them on purpose so that timeouts,
+retries, the circuit breaker and the fallbacks can be shown and tested against real failures:
 
-    with FaultProxy("http://127.0.0.1:11435") as proxy:        # 127.0.0.1, a free port, a background thread
-        client = ollama.Client(host=proxy.url)
-        proxy.set("503", times=2)                                # per process: the next 2 requests get a 503
-        client = ollama.Client(host=proxy.url, headers={"X-Fault": "die:3"})  # per request (client): header
+    python -m infra.faults --upstream http://127.0.0.1:11435 [--port 0] [--url-file PATH]
+        listens on 127.0.0.1 (port 0: a free one), prints its URL on stdout once it answers, stops on SIGTERM/SIGINT
+        (or when its stdin closes, with --watch-stdin: a notebook kernel that dies takes its proxy with it)
+    curl -X POST URL/_faults -d '{"fault": "503", "times": 2, "path": "/api/chat"}'   # per process (null heals)
+    curl URL/_faults/seen ; curl -X DELETE URL/_faults/seen                            # the requests handled
+    ollama.Client(host=URL, headers={"X-Fault": "die:3"})                              # per request: a header
+
+Tests may run it in-process: `with FaultProxy(upstream) as proxy: proxy.set("503", times=2)`.
 
 Faults (one string, `kind` or `kind:number`):
     "500", "503", "429", "404", "400"  HTTP status with Ollama's error body {"error": ...}, upstream not called
@@ -20,17 +24,24 @@ Faults (one string, `kind` or `kind:number`):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
+import signal
 import socket
 import struct
+import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
-import uvicorn
+
+from infra.background import BackgroundServer
 
 STATUSES = {
     400: "bad request (injected)",
@@ -41,6 +52,9 @@ STATUSES = {
 }
 KINDS = ("reset", "delay", "slow-first", "stall", "die")
 HEADER = "x-fault"
+Receive = Callable[[], Awaitable[dict[str, Any]]]  # the ASGI callables
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ADMIN = "/_faults"  # the control endpoints: never forwarded, never faulted, never in `seen`
 
 
 def closed_writes(record: logging.LogRecord) -> bool:
@@ -90,17 +104,19 @@ class Seen:
     at: float = field(default_factory=time.monotonic)
 
 
-async def hang_up(receive: object) -> None:
+async def hang_up(receive: Receive) -> None:
     """Return once the client has gone away (ASGI http.disconnect); the request body must have been read."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-def reset(send: object) -> None:
+def reset(send: Send) -> None:
     """Reset the client's TCP connection (SO_LINGER 0, then abort: the peer gets an RST, not a clean close)."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
     if transport is None:
-        raise RuntimeError("cannot reach the connection's transport: serve the proxy with uvicorn (FaultProxy)")
+        raise RuntimeError(
+            "cannot reach the connection's transport: serve the proxy with uvicorn (FaultProxy, python -m infra.faults)"
+        )
     sock = transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -129,14 +145,17 @@ class FaultApp:
                 plan.times -= 1
             return plan.fault
 
-    async def __call__(self, scope: dict, receive: object, send: object) -> None:
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
                 if message["type"] == "lifespan.startup":
                     self.http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
                     await send({"type": "lifespan.startup.complete"})
-            await self.http.aclose()
+            if self.http is not None:
+                await self.http.aclose()
             return await send({"type": "lifespan.shutdown.complete"})
+        if scope["path"] == ADMIN or scope["path"].startswith(ADMIN + "/"):
+            return await self.admin(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             fault = self.choose(scope["path"], headers.pop(HEADER, None))
@@ -167,7 +186,7 @@ class FaultApp:
             gone.cancel()
 
     async def forward(
-        self, scope: dict, gone: asyncio.Future, send: object, headers: dict, body: bytes, fault: Fault | None
+        self, scope: dict, gone: asyncio.Future, send: Send, headers: dict, body: bytes, fault: Fault | None
     ) -> None:
         """Pass the request upstream; relay the answer line by line, applying slow-first, stall or die.
 
@@ -177,6 +196,8 @@ class FaultApp:
         for name in ("content-length", "accept-encoding"):
             headers.pop(name, None)
         url = self.upstream + scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
+        if self.http is None:
+            raise RuntimeError("the proxy's HTTP client is made at start-up: serve FaultApp with lifespan on")
         request = self.http.build_request(scope["method"], url, headers=headers, content=body)
         try:
             upstream = await self.http.send(request, stream=True)
@@ -205,8 +226,65 @@ class FaultApp:
         finally:
             await upstream.aclose()  # closing the upstream stream makes the server stop generating
 
+    def set(self, spec: str | None, *, times: int | None = None, path: str = "") -> Plan:
+        """Break the next `times` requests (None: every one) whose path starts with `path`; spec None heals."""
+        if times is not None and (not isinstance(times, int) or times < 0):
+            raise ValueError(f"times must be a whole number >= 0 or null, not {times!r}")
+        plan = Plan(None if spec is None else Fault.parse(spec), times, path)
+        with self.lock:
+            self.plan = plan
+        return plan
+
+    def plan_json(self) -> dict:
+        """The per-process plan as JSON: {"fault": "503" | "die:3" | null, "times": ..., "path": ...}."""
+        f = self.plan.fault
+        spec = None if f is None else (f.kind if f.kind.isdigit() or f.kind == "reset" else f"{f.kind}:{f.arg:g}")
+        return {"fault": spec, "times": self.plan.times, "path": self.plan.path}
+
+    async def admin(self, scope: dict, receive: Receive, send: Send) -> None:
+        """POST /_faults {"fault", "times", "path"}; GET /_faults; GET and DELETE /_faults/seen."""
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        route = (scope["method"], scope["path"].rstrip("/"))
+        if route == ("GET", ADMIN):
+            return await self.reply_json(send, 200, self.plan_json())
+        if route == ("POST", ADMIN):
+            try:
+                wanted = json.loads(body or b"{}")
+                unknown = set(wanted) - {"fault", "times", "path"}
+                if unknown:
+                    raise ValueError(f"unknown field(s) {sorted(unknown)}: send fault, times and path")
+                self.set(wanted.get("fault"), times=wanted.get("times"), path=wanted.get("path") or "")
+            except (ValueError, TypeError, AttributeError) as exc:
+                return await self.reply(send, 400, str(exc))
+            return await self.reply_json(send, 200, self.plan_json())
+        if route == ("GET", ADMIN + "/seen"):
+            return await self.reply_json(send, 200, [{"path": x.path, "fault": x.fault} for x in self.seen])
+        if route == ("DELETE", ADMIN + "/seen"):
+            cleared = len(self.seen)
+            self.seen.clear()
+            return await self.reply_json(send, 200, {"cleared": cleared})
+        return await self.reply(send, 404, f"no {route[0]} {route[1]}: use POST/GET {ADMIN}, GET/DELETE {ADMIN}/seen")
+
     @staticmethod
-    async def reply(send: object, status: int, error: str) -> None:
+    async def reply_json(send: Send, status: int, payload: object) -> None:
+        """A JSON response."""
+        body = json.dumps(payload).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def reply(send: Send, status: int, error: str) -> None:
         """An Ollama-shaped error response: status + {"error": ...}."""
         body = json.dumps({"error": error}).encode()
         await send(
@@ -220,40 +298,22 @@ class FaultApp:
 
 
 class FaultProxy:
-    """FaultApp served by uvicorn on 127.0.0.1 (a free port) in a daemon thread; stop() (or `with`) ends it."""
+    """FaultApp served in this process (infra.background: 127.0.0.1, a free port, a daemon thread); for tests."""
 
-    def __init__(self, upstream: str, port: int = 0) -> None:
+    def __init__(self, upstream: str, *, port: int = 0) -> None:
         self.app = FaultApp(upstream)
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                self.app,
-                host="127.0.0.1",
-                port=port,
-                log_level="critical",
-                http="h11",
-                lifespan="on",
-                timeout_graceful_shutdown=2,
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, name="fault-proxy", daemon=True)
+        self.server = BackgroundServer(self.app, port=port, log_level="critical")
         self.url = ""
 
     def start(self, timeout: float = 30) -> FaultProxy:
         """Start serving; returns once the port listens (self.url)."""
         logging.getLogger("asyncio").addFilter(closed_writes)  # added once, however many proxies start
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fault proxy did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
+        self.url = self.server.start(timeout=timeout).url
         return self
 
-    def set(self, spec: str | None, times: int | None = None, path: str = "") -> None:
+    def set(self, spec: str | None, *, times: int | None = None, path: str = "") -> None:
         """Break the next `times` requests (None: every one) whose path starts with `path`; set(None) heals."""
-        with self.app.lock:
-            self.app.plan = Plan(None if spec is None else Fault.parse(spec), times, path)
+        self.app.set(spec, times=times, path=path)
 
     def clear(self) -> None:
         """No fault: every request passes through."""
@@ -266,11 +326,45 @@ class FaultProxy:
 
     def stop(self) -> None:
         """Stop the server and wait for its thread."""
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.server.stop()
 
     def __enter__(self) -> FaultProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m infra.faults --upstream URL [--port P] [--url-file PATH] [--watch-stdin]`: serve until stopped."""
+    parser = argparse.ArgumentParser(prog="python -m infra.faults", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--upstream", required=True, help="the Ollama (or stand-in) to forward to, e.g. http://127.0.0.1:11435"
+    )
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one)")
+    parser.add_argument("--url-file", type=Path, help="also write the URL to this file once the proxy answers")
+    parser.add_argument("--watch-stdin", action="store_true", help="stop when stdin closes (the parent went away)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.watch_stdin:
+
+        def watch() -> None:
+            sys.stdin.read()  # returns at end of file: the parent closed the pipe, or went away
+            stop.set()
+
+        threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+    proxy = FaultProxy(args.upstream, port=args.port).start()
+    if args.url_file:
+        args.url_file.write_text(proxy.url + "\n", encoding="utf-8")
+    print(proxy.url, flush=True)
+    try:
+        stop.wait()
+    finally:
+        proxy.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

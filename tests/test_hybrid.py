@@ -205,13 +205,13 @@ def test_reranker_keeps_exactly_the_candidates_it_was_given(handbook, client):
     qdrant, *_ = handbook
     question = "Which form do I use to report an incident?"
     candidates = retrieve(client, qdrant, "handbook", question, embed_model=EMBED_MODEL, k=4, hybrid=True)
-    reranked = rerank(client, STAND_IN_CHAT_MODEL, question, candidates)
+    reranked = rerank(client, question, candidates, model=STAND_IN_CHAT_MODEL)
     assert sorted(h.chunk_id for h in reranked) == sorted(h.chunk_id for h in candidates)  # none invented or dropped
     assert len(reranked) == len(candidates)
     grades = [h.score for h in reranked]
     assert grades == sorted(grades, reverse=True) and all(0 <= g <= 3 for g in grades)
     by_id = {h.chunk_id: h for h in candidates}
     assert all(h.text == by_id[h.chunk_id].text for h in reranked)  # the same chunks, only the score is new
-    assert [h.chunk_id for h in rerank(client, STAND_IN_CHAT_MODEL, question, candidates, k=2)] == [
+    assert [h.chunk_id for h in rerank(client, question, candidates, model=STAND_IN_CHAT_MODEL, k=2)] == [
         h.chunk_id for h in reranked[:2]
     ]  # temperature 0: the same order again

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 import time
 
 import httpx
@@ -90,12 +92,19 @@ async def fake_embed(request: Request) -> JSONResponse:
 
 
 @pytest.fixture(scope="module")
-def proxy():
-    """A FaultProxy in front of the fake upstream; each test starts with no fault and an empty request log."""
-    upstream = Starlette(
+def upstream():
+    """The fake upstream served on 127.0.0.1 (a free port): its URL."""
+    app = Starlette(
         routes=[Route("/api/chat", fake_chat, methods=["POST"]), Route("/api/embed", fake_embed, methods=["POST"])]
     )
-    with BackgroundServer(upstream) as up, FaultProxy(up.url) as fault_proxy:
+    with BackgroundServer(app) as up:
+        yield up.url
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream):
+    """A FaultProxy in front of the fake upstream; each test starts with no fault and an empty request log."""
+    with FaultProxy(upstream) as fault_proxy:
         yield fault_proxy
 
 
@@ -125,6 +134,39 @@ def test_a_bad_fault_header_is_a_400_naming_the_faults(proxy):
     with pytest.raises(ollama.ResponseError) as caught:
         embed(make_client(proxy.url, headers={"X-Fault": "explode"}))
     assert caught.value.status_code == 400 and "use one of" in caught.value.error
+
+
+def test_the_proxy_as_a_process_is_driven_over_http_and_stops_on_terminate(upstream, tmp_path):
+    """`python -m infra.faults` as lesson 13 runs it: URL on stdout, faults set over /_faults, seen, then stopped."""
+    url_file = tmp_path / "url"
+    cmd = [sys.executable, "-m", "infra.faults", "--upstream", upstream, "--url-file", str(url_file)]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url_file.read_text().strip() == url
+        admin = httpx.Client(base_url=url, timeout=10)
+        assert admin.post("/_faults", json={"fault": "503", "times": 1, "path": "/api/embed"}).json() == {
+            "fault": "503",
+            "times": 1,
+            "path": "/api/embed",
+        }
+        with pytest.raises(ollama.ResponseError) as caught:
+            embed(make_client(url))
+        assert caught.value.status_code == 503 and len(embed(make_client(url))) == 4  # once, then healed
+        with pytest.raises(ollama.ResponseError) as caught:
+            embed(make_client(url, headers={"X-Fault": "404"}))
+        assert caught.value.status_code == 404
+        assert [x["fault"] for x in admin.get("/_faults/seen").json()] == ["503:0", None, "404:0"]
+        assert admin.delete("/_faults/seen").json() == {"cleared": 3} and admin.get("/_faults/seen").json() == []
+        bad = admin.post("/_faults", json={"fault": "explode"})
+        assert bad.status_code == 400 and "use one of" in bad.json()["error"]
+        assert admin.post("/_faults", json={"fault": "503", "times": -1}).status_code == 400
+        assert admin.get("/_faults/nothing").status_code == 404
+        admin.close()
+    finally:
+        process.terminate()
+        code = process.wait(timeout=15)
+    assert code == 0
 
 
 def test_no_fault_passes_the_real_answer_through(proxy):

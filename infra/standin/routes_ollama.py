@@ -18,7 +18,7 @@ from infra.standin.models.embedder import EMBED_DIM, EMBED_MAX_TOKENS
 from infra.standin.models.sampling import STAND_IN_NUM_PREDICT, SamplingOptions
 from infra.standin.registry import Registry
 from infra.standin.settings import REPO_ROOT
-from infra.standin.types import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ModelRequest
+from infra.standin.types import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, PullRequest, ShowRequest
 
 STAND_IN_VERSION = "0.6.3"  # the Ollama API level it follows; /api/version also says it is the stand-in
 
@@ -69,7 +69,7 @@ async def ps(request: Request) -> Response:
 
 
 async def show(request: Request) -> Response:
-    req = await read_request(request, ModelRequest)
+    req = await read_request(request, ShowRequest)
     m = registry_of(request).find(req.model_asked)
     if not m.info:
         await asyncio.to_thread(m.get)
@@ -102,7 +102,7 @@ async def show(request: Request) -> Response:
 
 
 async def pull(request: Request) -> Response:
-    req = await read_request(request, ModelRequest)
+    req = await read_request(request, PullRequest)
     m = registry_of(request).find(req.model_asked)
     if req.stream:
         lines = [{"status": "pulling manifest"}, {"status": f"{m.name} ships with the workshop"}, {"status": "success"}]

@@ -53,6 +53,12 @@ def shown(value: Any) -> str:
         return repr(value)[:80]
 
 
+HINTS = {
+    ("messages", "list_type"): 'a list of {"role": ..., "content": ...} objects',
+    ("tools", "list_type"): "a list of tools",
+}
+
+
 def explain(exc: ValidationError) -> str:
     """The first error of a ValidationError as one sentence: the field, what it must be, what it got."""
     error = exc.errors(include_url=False)[0]
@@ -65,7 +71,8 @@ def explain(exc: ValidationError) -> str:
     if kind == "missing":
         return f"{place} is required"
     if kind in EXPECTED:
-        return f"{place} must be {EXPECTED[kind]}, got {shown(error['input'])}"
+        what = HINTS.get((where(loc).strip("'"), kind), EXPECTED[kind])
+        return f"{place} must be {what}, got {shown(error['input'])}"
     if kind in {"greater_than_equal", "less_than_equal"}:
         bound = "at least" if kind == "greater_than_equal" else "at most"
         limit = ctx.get("ge", ctx.get("le"))
@@ -246,17 +253,24 @@ class Tool(Body):
 # ---- Ollama's endpoints --------------------------------------------------------------------------------------
 
 
-class ModelRequest(Body):
-    """A body that names a model: /api/show, /api/pull (which also take the older `name`)."""
+class ShowRequest(Body):
+    """/api/show: a model, by `model` or the older `name`."""
 
     model: str = ""
     name: str = ""
-    stream: bool = True
+    verbose: bool = False
 
     @property
     def model_asked(self) -> str:
         """The model named, by `model` or the older `name`."""
         return self.model or self.name
+
+
+class PullRequest(ShowRequest):
+    """/api/pull: every model ships with the workshop, so a pull only says so (streamed unless stream is false)."""
+
+    stream: bool = True
+    insecure: bool = False
 
 
 class GenerationRequest(Body):
@@ -322,7 +336,7 @@ class EmbedRequest(Body):
     truncate: bool = True
     dimensions: int | None = None
     keep_alive: KeepAlive | None = None
-    options: Options = Field(default_factory=Options)
+    options: JsonObject = Field(default_factory=dict)  # taken and ignored: an embedding has nothing to sample
 
     def texts(self) -> list[str]:
         """The input as a list of strings."""
@@ -335,7 +349,7 @@ class EmbeddingsRequest(Body):
     model: ModelName
     prompt: str = ""
     keep_alive: KeepAlive | None = None
-    options: Options = Field(default_factory=Options)
+    options: JsonObject = Field(default_factory=dict)  # taken and ignored, as on /api/embed
 
 
 # ---- the OpenAI-compatible endpoints -----------------------------------------------------------------------

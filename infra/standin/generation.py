@@ -16,28 +16,21 @@ from infra.standin.models.embedder import EMBED_MAX_TOKENS
 from infra.standin.models.sampling import GenerationStats, SamplingOptions
 from infra.standin.registry import Registry, Served, now_iso
 from infra.standin.toolcalls import call_tools, template_messages, tool_call_message
-from infra.standin.validation import check_messages, check_tools, field_of, keep_alive_seconds
+from infra.standin.types import ChatRequest, GenerationRequest
 
 
-def common_fields(registry: Registry, body: dict) -> tuple[Served, SamplingOptions, Any, bool, float | None]:
-    """Model, options, grammar, stream and keep_alive of a chat/generate request, all checked up front."""
-    m = registry.find(body.get("model"), "chat")
-    stream = field_of(body, "stream", (bool,), "true or false (a JSON boolean)", True)
-    keep_alive = keep_alive_seconds(body)
-    think = field_of(body, "think", (bool, str), 'true, false or "high"/"medium"/"low"', False)
-    if think:
+def common_fields(registry: Registry, req: GenerationRequest) -> tuple[Served, SamplingOptions, Any]:
+    """Model, options and grammar of a validated chat/generate request, checked against the model up front."""
+    m = registry.find(req.model, "chat")
+    if req.think:
         raise ApiError(400, f'"{m.name}" does not support thinking')
-    top = field_of(body, "top_logprobs", (int,), "an integer", 0)
-    if not 0 <= top <= 20:
-        raise ApiError(400, "top_logprobs must be between 0 and 20")
-    want_logprobs = field_of(body, "logprobs", (bool,), "true or false", False)
+    opts = SamplingOptions.from_options(req.options)
+    opts.top_logprobs = req.top_logprobs if req.logprobs else -1  # -1: none asked (Ollama ignores top_logprobs alone)
     try:
-        opts = SamplingOptions.from_request(body.get("options"))
-        opts.top_logprobs = top if want_logprobs else -1  # -1: no logprobs asked (Ollama ignores top_logprobs alone)
-        grammar = m.grammar(body.get("format"))
+        grammar = m.grammar(req.format)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from exc
-    return m, opts, grammar, stream, keep_alive
+    return m, opts, grammar
 
 
 def final_fields(stats: GenerationStats, load_ns: int, started_ns: int) -> dict:
@@ -135,11 +128,13 @@ async def generation(
     )
 
 
-def chat_plan(registry: Registry, body: dict, choice: Any = "auto") -> dict:
+def chat_plan(registry: Registry, req: ChatRequest, choice: Any = "auto") -> dict:
     """Everything a chat request needs, checked before it queues (the /api/chat and /v1 handlers share it)."""
-    m, opts, grammar, stream, keep_alive = common_fields(registry, body)
-    messages = check_messages(body.get("messages") if body.get("messages") is not None else [], m.name)
-    tools = check_tools(body.get("tools"))
+    m, opts, grammar = common_fields(registry, req)
+    for i, message in enumerate(req.messages):
+        if message.images:
+            raise ApiError(400, f'"{m.name}" does not support vision (messages[{i}] has images)')
+    messages, tools = req.message_dicts(), req.tool_dicts()
     calls = call_tools(messages, tools, choice)
     if calls:
         try:
@@ -151,8 +146,8 @@ def chat_plan(registry: Registry, body: dict, choice: Any = "auto") -> dict:
         "m": m,
         "opts": opts,
         "grammar": grammar,
-        "stream": stream,
-        "keep_alive": keep_alive,
+        "stream": req.stream,
+        "keep_alive": req.keep_alive,
         "messages": messages,
         "make_prompt": lambda model: model.chat_prompt(prompt_messages, opts.num_ctx),
         "shape": lambda piece: {"message": {"role": "assistant", "content": piece}},

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from infra.standin.body import read_request
 from infra.standin.errors import ApiError
 from infra.standin.generation import chat_plan, common_fields, generation, load_only, vectors
 from infra.standin.jobs import ndjson
@@ -17,7 +18,7 @@ from infra.standin.models.embedder import EMBED_DIM, EMBED_MAX_TOKENS
 from infra.standin.models.sampling import STAND_IN_NUM_PREDICT, SamplingOptions
 from infra.standin.registry import Registry
 from infra.standin.settings import REPO_ROOT
-from infra.standin.validation import embed_inputs, field_of, keep_alive_seconds, read_body
+from infra.standin.types import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, PullRequest, ShowRequest
 
 STAND_IN_VERSION = "0.6.3"  # the Ollama API level it follows; /api/version also says it is the stand-in
 
@@ -68,8 +69,8 @@ async def ps(request: Request) -> Response:
 
 
 async def show(request: Request) -> Response:
-    body = await read_body(request)
-    m = registry_of(request).find(body.get("model") or body.get("name"))
+    req = await read_request(request, ShowRequest)
+    m = registry_of(request).find(req.model_asked)
     if not m.info:
         await asyncio.to_thread(m.get)
     if m.kind == "chat":
@@ -101,17 +102,16 @@ async def show(request: Request) -> Response:
 
 
 async def pull(request: Request) -> Response:
-    body = await read_body(request)
-    m = registry_of(request).find(body.get("model") or body.get("name"))
-    if field_of(body, "stream", (bool,), "true or false (a JSON boolean)", True):
+    req = await read_request(request, PullRequest)
+    m = registry_of(request).find(req.model_asked)
+    if req.stream:
         lines = [{"status": "pulling manifest"}, {"status": f"{m.name} ships with the workshop"}, {"status": "success"}]
         return Response(b"".join(ndjson(x) for x in lines), media_type="application/x-ndjson")
     return JSONResponse({"status": "success"})
 
 
 async def chat(request: Request) -> Response:
-    body = await read_body(request)
-    p = chat_plan(registry_of(request), body)
+    p = chat_plan(registry_of(request), await read_request(request, ChatRequest))
     if not p["messages"]:  # Ollama loads (or, with keep_alive 0, unloads) the model and answers an empty message
         return await load_only(request, p["m"], p["keep_alive"], {"message": {"role": "assistant", "content": ""}})
     return await generation(
@@ -129,27 +129,23 @@ async def chat(request: Request) -> Response:
 
 
 async def generate(request: Request) -> Response:
-    body = await read_body(request)
-    m, opts, grammar, stream, keep_alive = common_fields(registry_of(request), body)
-    prompt = field_of(body, "prompt", (str,), "a string", "")
-    system = field_of(body, "system", (str,), "a string", "")
-    template = field_of(body, "template", (str,), "a string", "")
-    raw = field_of(body, "raw", (bool,), "true or false", False)
-    context = field_of(body, "context", (list,), "a list of token ids", [])
-    if raw and (template or system or context):
+    req = await read_request(request, GenerateRequest)
+    m, opts, grammar = common_fields(registry_of(request), req)
+    prompt, system, raw = req.prompt, req.system, req.raw
+    if raw and (req.template or system or req.context):
         raise ApiError(400, "raw mode does not support template, system, or context")
-    if field_of(body, "suffix", (str,), "a string", ""):
+    if req.suffix:
         raise ApiError(400, f'"{m.name}" does not support insert')
-    if field_of(body, "images", (list,), "a list of base64 images", []):
+    if req.images:
         raise ApiError(400, f'"{m.name}" does not support vision')
-    if template:
+    if req.template:
         raise ApiError(
             400,
             "the workshop's offline server does not take a 'template' override; "
             "it formats prompts with the model's own chat template (or send raw=true)",
         )
     if not prompt:
-        return await load_only(request, m, keep_alive, {"response": ""})
+        return await load_only(request, m, req.keep_alive, {"response": ""})
 
     def make_prompt(model: Any) -> str:
         if raw:
@@ -162,8 +158,8 @@ async def generate(request: Request) -> Response:
         m,
         opts,
         grammar,
-        stream,
-        keep_alive,
+        req.stream,
+        req.keep_alive,
         make_prompt,
         lambda piece: {"response": piece},
         lambda line: line["response"],
@@ -172,17 +168,14 @@ async def generate(request: Request) -> Response:
 
 async def embed(request: Request) -> Response:
     started = time.perf_counter_ns()
-    body = await read_body(request)
-    m = registry_of(request).find(body.get("model"), "embed")
-    texts = embed_inputs(body, "input")
-    truncate = field_of(body, "truncate", (bool,), "true or false", True)
-    dims = field_of(body, "dimensions", (int,), "an integer", None)
-    if dims not in (None, EMBED_DIM):
-        raise ApiError(400, f"{m.name} makes {EMBED_DIM}-d vectors; 'dimensions' {dims} is not supported")
-    vecs, n_tokens, load_ns = await vectors(request, m, texts, truncate, keep_alive_seconds(body))
+    req = await read_request(request, EmbedRequest)
+    m = registry_of(request).find(req.model, "embed")
+    if req.dimensions not in (None, EMBED_DIM):
+        raise ApiError(400, f"{m.name} makes {EMBED_DIM}-d vectors; 'dimensions' {req.dimensions} is not supported")
+    vecs, n_tokens, load_ns = await vectors(request, m, req.texts(), req.truncate, req.keep_alive)
     return JSONResponse(
         {
-            "model": body["model"],  # the name as the client sent it, as Ollama echoes it
+            "model": req.model,  # the name as the client sent it, as Ollama echoes it
             "embeddings": vecs,
             "total_duration": time.perf_counter_ns() - started,
             "load_duration": load_ns,
@@ -192,12 +185,11 @@ async def embed(request: Request) -> Response:
 
 
 async def embeddings(request: Request) -> Response:
-    body = await read_body(request)
-    m = registry_of(request).find(body.get("model"), "embed")
-    prompt = field_of(body, "prompt", (str,), "a string", "")
-    if not prompt:
+    req = await read_request(request, EmbeddingsRequest)
+    m = registry_of(request).find(req.model, "embed")
+    if not req.prompt:
         return JSONResponse({"embedding": []})
-    vecs, _, _ = await vectors(request, m, [prompt], True, keep_alive_seconds(body))
+    vecs, _, _ = await vectors(request, m, [req.prompt], True, req.keep_alive)
     return JSONResponse({"embedding": vecs[0]})
 
 

@@ -12,13 +12,14 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from infra.standin.body import parse, read_request
 from infra.standin.errors import ApiError, openai_error
 from infra.standin.generation import chat_plan, generation_job, vectors
 from infra.standin.jobs import answer
 from infra.standin.models.embedder import EMBED_DIM
 from infra.standin.registry import Served, canonical
 from infra.standin.routes_ollama import registry_of
-from infra.standin.validation import field_of, read_body
+from infra.standin.types import ChatCompletionRequest, ChatRequest, EmbeddingRequest
 
 
 def sse(data: dict | str) -> bytes:
@@ -58,62 +59,53 @@ def from_openai_calls(calls: Any, i: int) -> list[dict]:
     return out
 
 
-def from_openai_chat(body: dict) -> tuple[dict, Any, bool]:
-    """An OpenAI chat request as an Ollama /api/chat body, plus its tool_choice and stream_options.include_usage."""
-    model = body.get("model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, '\'messages\' must be a non-empty list of {"role": ..., "content": ...} objects')
-    out, names = [], {}
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise ApiError(400, f"messages[{i}] must be an object with a string 'role'")
-        msg = {"role": m["role"], "content": openai_text(m.get("content"), i, str(model)) or ""}
-        if m.get("tool_calls"):
-            msg["tool_calls"] = from_openai_calls(m["tool_calls"], i)
+def from_openai_chat(req: ChatCompletionRequest) -> tuple[ChatRequest, Any, bool]:
+    """An OpenAI chat request as an Ollama /api/chat request, plus its tool_choice and stream_options.include_usage."""
+    out: list[dict] = []
+    names: dict[Any, str] = {}
+    for i, m in enumerate(req.messages):
+        msg: dict[str, Any] = {"role": m.role, "content": openai_text(m.content, i, req.model) or ""}
+        if m.tool_calls:
+            msg["tool_calls"] = from_openai_calls(m.tool_calls, i)
             names.update({c["id"]: c["function"]["name"] for c in msg["tool_calls"] if c.get("id")})
-        if m["role"] == "tool":
-            msg["tool_name"] = m.get("name") or names.get(m.get("tool_call_id"), "")
+        if m.role == "tool":
+            msg["tool_name"] = m.name or names.get(m.tool_call_id, "")
         out.append(msg)
-    n = field_of(body, "n", (int,), "an integer", 1)
-    if n != 1:
+    if req.n != 1:
         raise ApiError(400, "the workshop's offline server makes one choice per request: 'n' must be 1")
     options = {
-        "temperature": body.get("temperature", 1.0),
-        "top_p": body.get("top_p", 1.0),
-        "seed": body.get("seed"),
-        "num_predict": body.get("max_completion_tokens", body.get("max_tokens")),
-        "stop": body.get("stop"),
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": req.seed,
+        "num_predict": req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens,
+        "stop": req.stop,
     }
-    fmt = None
-    rf = field_of(body, "response_format", (dict,), 'an object such as {"type": "json_object"}', {})
-    if rf.get("type") == "json_object":
+    rf = req.response_format
+    fmt: Any = None
+    if rf.type == "json_object":
         fmt = "json"
-    elif rf.get("type") == "json_schema":
-        fmt = (rf.get("json_schema") or {}).get("schema")
+    elif rf.type == "json_schema":
+        fmt = (rf.json_schema or {}).get("schema")
         if not isinstance(fmt, dict):
             raise ApiError(400, 'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}')
-    elif rf and rf.get("type") != "text":
-        raise ApiError(400, f"response_format type {rf.get('type')!r} is not one of text, json_object, json_schema")
-    choice = body.get("tool_choice") or "auto"
+    choice: Any = req.tool_choice or "auto"
     if isinstance(choice, dict):
         choice = (choice.get("function") or {}).get("name")
     if not isinstance(choice, str):
         raise ApiError(
             400, 'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
         )
-    stream_options = field_of(body, "stream_options", (dict,), "an object", {})
     internal = {
-        "model": model,
+        "model": req.model,
         "messages": out,
         "options": options,
         "format": fmt,
-        "tools": body.get("tools"),
-        "stream": field_of(body, "stream", (bool,), "true or false", False),
-        "logprobs": body.get("logprobs"),
-        "top_logprobs": body.get("top_logprobs"),
+        "tools": req.tools,
+        "stream": req.stream,
+        "logprobs": req.logprobs,
+        "top_logprobs": req.top_logprobs,
     }
-    return internal, choice, bool(stream_options.get("include_usage"))
+    return parse(ChatRequest, internal), choice, bool(req.stream_options.get("include_usage"))
 
 
 def openai_calls(calls: list[dict] | None) -> list[dict]:
@@ -212,8 +204,7 @@ def completion_id() -> str:
 
 
 async def v1_chat(request: Request) -> Response:
-    body = await read_body(request)
-    internal, choice, include_usage = from_openai_chat(body)
+    internal, choice, include_usage = from_openai_chat(await read_request(request, ChatCompletionRequest))
     p = chat_plan(registry_of(request), internal, choice)
     job = generation_job(p["m"], p["opts"], p["grammar"], p["keep_alive"], p["make_prompt"], p["shape"], p["finish"])
     cid = completion_id()
@@ -236,19 +227,12 @@ async def v1_chat(request: Request) -> Response:
 
 
 async def v1_embeddings(request: Request) -> Response:
-    body = await read_body(request)
-    m = registry_of(request).find(body.get("model"), "embed")
-    value = body.get("input")
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not texts or not all(isinstance(x, str) for x in texts):
-        raise ApiError(400, "'input' must be a string or a non-empty list of strings (token ids are not supported)")
-    fmt = field_of(body, "encoding_format", (str,), '"float" or "base64"', "float")
-    if fmt not in {"float", "base64"}:
-        raise ApiError(400, f'encoding_format must be "float" or "base64", got {fmt!r}')
-    dims = field_of(body, "dimensions", (int,), "an integer", None)
-    if dims not in (None, EMBED_DIM):
-        raise ApiError(400, f"{m.name} makes {EMBED_DIM}-d vectors; 'dimensions' {dims} is not supported")
-    vecs, n_tokens, _ = await vectors(request, m, texts, True, None)
+    req = await read_request(request, EmbeddingRequest)
+    m = registry_of(request).find(req.model, "embed")
+    fmt = req.encoding_format
+    if req.dimensions not in (None, EMBED_DIM):
+        raise ApiError(400, f"{m.name} makes {EMBED_DIM}-d vectors; 'dimensions' {req.dimensions} is not supported")
+    vecs, n_tokens, _ = await vectors(request, m, req.texts(), True, None)
 
     def encoded(v: list[float]) -> list[float] | str:
         return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() if fmt == "base64" else v
@@ -256,7 +240,7 @@ async def v1_embeddings(request: Request) -> Response:
     return JSONResponse(
         {
             "object": "list",
-            "model": body["model"],
+            "model": req.model,
             "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
             "data": [{"object": "embedding", "embedding": encoded(v), "index": i} for i, v in enumerate(vecs)],
         }

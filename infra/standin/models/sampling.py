@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from infra.standin.types import Options, explain
 
 DEFAULT_NUM_CTX = 4096
 STAND_IN_NUM_PREDICT = 400  # cap when a request sets no num_predict (a 135M model can ramble)
@@ -36,37 +41,23 @@ class SamplingOptions:
     top_logprobs: int = -1  # -1: no logprobs; else how many alternatives to report per token (set by the server)
 
     @classmethod
-    def from_request(cls, options: dict | None) -> SamplingOptions:
-        """Validate and convert a request's `options` object; ValueError says what is wrong."""
-        options = {} if options is None else options
-        if not isinstance(options, dict):
-            raise ValueError("'options' must be a JSON object")
+    def from_options(cls, options: Options) -> SamplingOptions:
+        """The sampling settings of a validated `options` object: what it sets, Ollama's defaults for the rest."""
         o = cls()
-        numeric = {
-            "temperature": float,
-            "top_p": float,
-            "min_p": float,
-            "repeat_penalty": float,
-            "seed": int,
-            "num_predict": int,
-            "num_ctx": int,
-            "top_k": int,
-        }
-        for key, kind in numeric.items():
-            if options.get(key) is not None:
-                value = options[key]
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValueError(f"option {key!r} must be a number, got {value!r}")
-                setattr(o, key, kind(value))
-        stop = options.get("stop")
-        if stop is not None:
-            stop = [stop] if isinstance(stop, str) else stop
-            if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-                raise ValueError("option 'stop' must be a string or a list of strings")
-            o.stop = [s for s in stop if s]
-        if o.num_ctx < 64:
-            raise ValueError("option 'num_ctx' must be at least 64")
+        for key in ("temperature", "seed", "num_predict", "num_ctx", "top_k", "top_p", "min_p", "repeat_penalty"):
+            value = getattr(options, key)
+            if value is not None:
+                setattr(o, key, value)
+        o.stop = options.stops() or []
         return o
+
+    @classmethod
+    def from_request(cls, options: Any) -> SamplingOptions:
+        """Validate and convert a request's `options` object; ValueError says what is wrong."""
+        try:
+            return cls.from_options(Options.model_validate({} if options is None else options))
+        except ValidationError as exc:
+            raise ValueError(explain(exc).replace("the request body", "'options'")) from exc
 
 
 class StopScanner:

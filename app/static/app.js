@@ -77,7 +77,7 @@ async function ask(question) {
   const started = performance.now();
   try {
     const response = await fetch(`chat/${chatId}`, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ question }),
+      method: "POST", headers: { "Content-Type": "application/json", Accept: "text/event-stream" }, body: JSON.stringify({ question }),
     });
     if (!response.ok) {
       const problem = await response.json().catch(() => ({}));

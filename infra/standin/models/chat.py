@@ -41,11 +41,11 @@ class ChatModel:
     """A GGUF chat model run by llama-cpp-python, with the chat template stored in the file."""
 
     def __init__(self, path: Path | None = None, threads: int | None = None) -> None:
+        refuse_if_forbidden("ChatModel")  # before importing llama_cpp: the fast tier may not have it
         import llama_cpp
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        refuse_if_forbidden("ChatModel")
         self.path = Path(path) if path else smollm2_gguf()
         if not self.path.is_file():
             raise ModelFilesMissingError(f"GGUF file not found: {self.path}")

@@ -300,8 +300,8 @@ class FaultApp:
 class FaultProxy:
     """FaultApp served in this process (infra.background: 127.0.0.1, a free port, a daemon thread); for tests."""
 
-    def __init__(self, upstream: str, *, port: int = 0) -> None:
-        self.app = FaultApp(upstream)
+    def __init__(self, upstream: str, *, port: int = 0, app: FaultApp | None = None) -> None:
+        self.app = app or FaultApp(upstream)  # app: a FaultApp subclass, e.g. one that records requests
         self.server = BackgroundServer(self.app, port=port, log_level="critical")
         self.url = ""
 

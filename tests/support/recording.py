@@ -29,10 +29,8 @@ class RecordingProxy(FaultProxy):
     """A FaultProxy whose app records chat bodies: `answers()` are the streamed (answer) requests, in order."""
 
     def __init__(self, upstream: str) -> None:
-        super().__init__(upstream)
         self.recorder = RecordingApp(upstream)
-        self.app = self.recorder
-        self.server.config.app = self.recorder
+        super().__init__(upstream, app=self.recorder)
 
     def answers(self) -> list[dict]:
         """The chat requests that asked for a streamed answer (rewrites are not streamed)."""

@@ -123,6 +123,16 @@ def reset(send: Send) -> None:
     transport.abort()
 
 
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body from an ASGI receive channel."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 class FaultApp:
     """The ASGI reverse proxy: forwards each request to upstream with httpx, line by line, unless a fault applies."""
 
@@ -162,12 +172,7 @@ class FaultApp:
         except ValueError as exc:
             return await self.reply(send, 400, str(exc))
         self.seen.append(Seen(scope["path"], None if fault is None else f"{fault.kind}:{fault.arg:g}"))
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if fault and fault.kind.isdigit():
             return await self.reply(send, int(fault.kind), STATUSES[int(fault.kind)])
         if fault and fault.kind == "reset":
@@ -243,12 +248,7 @@ class FaultApp:
 
     async def admin(self, scope: dict, receive: Receive, send: Send) -> None:
         """POST /_faults {"fault", "times", "path"}; GET /_faults; GET and DELETE /_faults/seen."""
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         route = (scope["method"], scope["path"].rstrip("/"))
         if route == ("GET", ADMIN):
             return await self.reply_json(send, 200, self.plan_json())

@@ -12,14 +12,13 @@ import json
 import os
 import re
 import secrets
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
+from tests.support.lab import running_lab
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "build" / "test-artifacts"
@@ -68,27 +67,10 @@ def repo_lab(tmp_path):
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),  # a fresh layout, not a saved one
     }
     log_path = tmp_path / "lab.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(lab_script.lab_command(extra), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"JupyterLab did not start: {log_path.read_text()[-2000:]}")
-                    time.sleep(0.3)
-            yield url, token
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with running_lab(
+        lab_script.lab_command(extra), cwd=ROOT, env=env, port=port, token=token, log_path=log_path
+    ) as url:
+        yield url, token
 
 
 def accept_kernel_dialog(page) -> None:  # noqa: ANN001 - playwright's Page

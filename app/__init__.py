@@ -1,4 +1,4 @@
-"""The workshop's RAG chat served over HTTP: FastAPI + uvicorn, SSE streaming, a page. Taught in 12_serve.ipynb.
+"""The workshop's RAG chat served over HTTP: FastAPI + uvicorn, SSE streaming, a page. Taught in 13_serve.ipynb.
 
 python -m app            (or `make serve`): serves http://127.0.0.1:8000/
 """

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    json_logs("rag")  # one JSON line per stage of every chat turn, with its request id (lesson 13)
+    json_logs("rag")  # one JSON line per stage of every chat turn, with its request id (lesson 14)
     app = create_app()
     print("indexing the handbook ... (the page's URL follows once the app answers)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=5))

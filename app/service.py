@@ -1,12 +1,12 @@
-"""The RAG chat as a web service: POST /chat/{chat_id} streams the answer as Server-Sent Events. Taught in 12_serve.ipynb
-(the guardrails, on by default: 14_guardrails.ipynb).
+"""The RAG chat as a web service: POST /chat/{chat_id} streams the answer as Server-Sent Events. Taught in 13_serve.ipynb
+(the guardrails, on by default: 15_guardrails.ipynb).
 
     from app.service import create_app
     app = create_app(cfg)          # cfg from helpers.setup.setup(); uvicorn serves it (python -m app)
 
 The turn itself is helpers/turn.py (the same as the notebook's ChatApp); here: the state (app/state.py), the routes
 (app/routes.py), the SSE stream (app/sse.py) and one path from a failure to its HTTP answer (app/errors.py).
-Resilience (13_resilience.ipynb): timeouts on every client, retries on transient errors before the first token, a
+Resilience (14_resilience.ipynb): timeouts on every client, retries on transient errors before the first token, a
 circuit breaker around the LLM (503 + Retry-After while open), retrieval failures degrade the answer, JSON logs with
 the request id (logger "rag"), a span per stage, rag_failures_total{stage,kind} and rag_request_seconds{status}.
 """
@@ -107,8 +107,8 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app; cfg defaults to setup(), qdrant to QDRANT_URL or embedded, history to HISTORY_URL or SQLite.
 
-    tuning: Service fields such as read_s, deadline_s, attempts, breaker_failures, breaker_reset_s (lesson 13).
-    guardrails: lesson 14's Guard on every turn; None reads WORKSHOP_GUARDRAILS (on unless it is 0).
+    tuning: Service fields such as read_s, deadline_s, attempts, breaker_failures, breaker_reset_s (lesson 14).
+    guardrails: lesson 15's Guard on every turn; None reads WORKSHOP_GUARDRAILS (on unless it is 0).
     """
     if cfg is None:
         from helpers.setup import setup

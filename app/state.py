@@ -44,7 +44,7 @@ class Service:
     attempts: int = 3  # tries for a call that fails transiently (before the first token only)
     breaker_failures: int = 3  # failed turns in a row that open the circuit
     breaker_reset_s: float = 10.0  # how long it stays open before one request probes the backend
-    guard: Guard | None = None  # lesson 14's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
+    guard: Guard | None = None  # lesson 15's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
 
     def __post_init__(self) -> None:
         host = self.cfg.ollama_host

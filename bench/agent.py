@@ -1,4 +1,4 @@
-"""Lesson 15 measured: the tool-call prompts (valid calls, right picks) and the agent against lesson 06's fixed pipeline.
+"""Lesson 16 measured: the tool-call prompts (valid calls, right picks) and the agent against lesson 06's fixed pipeline.
 
 python -m bench.agent [--limit N] [--host URL]
 
@@ -31,14 +31,14 @@ from helpers.index import index_chunks
 from helpers.rag import build_messages, retrieve
 from tests.support.tool_prompts import PROMPTS
 
-CATEGORY = Literal[  # as lesson 15 declares it: an enum in the tool's schema (helpers.agent.tool_schema)
+CATEGORY = Literal[  # as lesson 16 declares it: an enum in the tool's schema (helpers.agent.tool_schema)
     "any", "safety", "operations", "policy", "facilities", "logistics", "science", "organisation", "reference", "faq"
 ]
 OPTIONS = {"temperature": 0, "seed": 42, "num_predict": 200, "num_ctx": 4096}
 
 
 def handbook_tools(client: ollama.Client, qdrant: QdrantClient, chat_docs: dict) -> list:
-    """The three tools of lesson 15 over an indexed handbook."""
+    """The three tools of lesson 16 over an indexed handbook."""
     contacts = table_with(chat_docs["organisation-and-contacts"].text, "Role")
     limits = table_with(chat_docs["weather-limits"].text, "Activity")
 

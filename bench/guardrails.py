@@ -1,4 +1,4 @@
-"""Lesson 14's measurement on every case: attacks, benign false positives, latency and answer quality, per layer.
+"""Lesson 15's measurement on every case: attacks, benign false positives, latency and answer quality, per layer.
 
     .venv/bin/python -m bench.guardrails [--benign-answers 103] [--timed 10] [--attacks ID,ID] [--k 4] [--threads N]
 

@@ -1,4 +1,4 @@
-"""Table lookups over the handbook and an agent loop that lets the model call tools. Taught in 15_tools-and-agents.ipynb."""
+"""Table lookups over the handbook and an agent loop that lets the model call tools. Taught in 16_tools-and-agents.ipynb."""
 
 from __future__ import annotations
 

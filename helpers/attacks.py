@@ -1,6 +1,6 @@
-"""The attack set of lesson 14: poisoned copies of handbook pages, success checked by code, layers measured.
+"""The attack set of lesson 15: poisoned copies of handbook pages, success checked by code, layers measured.
 
-Taught in 14_guardrails.ipynb; `python -m bench.guardrails` runs the same measurement on every case.
+Taught in 15_guardrails.ipynb; `python -m bench.guardrails` runs the same measurement on every case.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A chat app in the notebook: ipywidgets over history -> rewrite -> retrieve -> prompt -> stream -> store -> metrics.
 
-Taught in 10_chat-app.ipynb (guard=, lesson 14's guardrails: 14_guardrails.ipynb).
+Taught in 10_chat-app.ipynb (guard=, lesson 15's guardrails: 15_guardrails.ipynb).
 
     app = ChatApp(client, qdrant, "handbook", cfg=cfg, history=HistoryStore(path), metrics=MetricsLog())
     display(app.widget)          # type a question, press Enter (or Send); Stop ends an answer early
@@ -151,7 +151,7 @@ class ChatApp:
     ) -> None:
         self.client, self.qdrant, self.cfg, self.collection = client, qdrant, cfg, collection
         self.hybrid = hybrid  # True: dense + BM25 fused by RRF (lesson 11) instead of dense alone
-        self.guard = guard  # lesson 14's guardrails; None (the default): lesson 10's pipeline as it was
+        self.guard = guard  # lesson 15's guardrails; None (the default): lesson 10's pipeline as it was
         self.history, self.k, self.max_messages = history, k, max_messages
         self.metrics = metrics if metrics is not None else MetricsLog()
         self.options = generation_options(options)

@@ -114,7 +114,7 @@ class Settings:
     chat_gguf: str | None  # WORKSHOP_CHAT_GGUF: serve this GGUF file instead of SmolLM2
     state_dir: Path  # logs, pid file, SQLite history, caches (gitignored)
     history_url: str | None = None  # HISTORY_URL: postgresql://... for the served app's history; None: SQLite
-    guardrails: bool = True  # WORKSHOP_GUARDRAILS=0: the served app runs without lesson 14's guardrails
+    guardrails: bool = True  # WORKSHOP_GUARDRAILS=0: the served app runs without lesson 15's guardrails
 
 
 def _ollama_host(env: Mapping[str, str]) -> str:

@@ -1,7 +1,7 @@
 """Guardrails against prompt injection: input checks, retrieved text marked as data, output checks, a policy.
 
-Taught in 14_guardrails.ipynb. One `Guard` with `GuardSettings` is what the chat app (lesson 10, `guard=`) and the
-service (lesson 12, on unless WORKSHOP_GUARDRAILS=0) use:
+Taught in 15_guardrails.ipynb. One `Guard` with `GuardSettings` is what the chat app (lesson 10, `guard=`) and the
+service (lesson 13, on unless WORKSHOP_GUARDRAILS=0) use:
 
     guard = Guard(client, embed_model=cfg.embed_model)
     verdict = guard.check_input(question)          # blocked? then refuse, no model call

@@ -1,6 +1,6 @@
 """Conversation history kept in SQLite (or PostgreSQL), bounded for the prompt, and follow-up rewriting.
 
-Taught in 07_history.ipynb; the PostgreSQL store and failed turns in 12_serve.ipynb.
+Taught in 07_history.ipynb; the PostgreSQL store and failed turns in 13_serve.ipynb.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class HistoryStore:
     """Messages per chat id in a SQLite file: every write is committed, so a kernel restart loses nothing.
 
     One table, `messages (id, chat_id, role, message, status, created_at)`, the same in SQLite and PostgreSQL
-    (PostgresHistoryStore, taught in 12_serve.ipynb). `status` is 'ok', or 'failed' for a turn that did not complete:
+    (PostgresHistoryStore, taught in 13_serve.ipynb). `status` is 'ok', or 'failed' for a turn that did not complete:
     failed rows are kept for the record but never returned by `messages()`, so no half-written turn reaches a prompt.
     """
 
@@ -129,7 +129,7 @@ class HistoryStore:
 
 
 class PostgresHistoryStore(HistoryStore):
-    """The same table in PostgreSQL (psycopg 3), so several app processes share one history. Taught in 12_serve.ipynb."""
+    """The same table in PostgreSQL (psycopg 3), so several app processes share one history. Taught in 13_serve.ipynb."""
 
     placeholder = "%s"
     id_column = "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
@@ -161,7 +161,7 @@ HISTORY_HELP = (
 
 
 def open_history(target: str | Path) -> HistoryStore:
-    """A HistoryStore for a SQLite path, or a PostgresHistoryStore for a postgresql:// URL. Taught in 12_serve.ipynb.
+    """A HistoryStore for a SQLite path, or a PostgresHistoryStore for a postgresql:// URL. Taught in 13_serve.ipynb.
 
     A URL of another kind, or a PostgreSQL that does not answer, raises HistoryUnavailableError saying the fix.
     """

@@ -1,4 +1,4 @@
-"""Timeouts, retries with backoff and jitter, a circuit breaker, a stream deadline. Taught in 13_resilience.ipynb.
+"""Timeouts, retries with backoff and jitter, a circuit breaker, a stream deadline. Taught in 14_resilience.ipynb.
 
     client = make_client(cfg.ollama_host)                  # connect 5 s, read 300 s: a stalled server cannot hang us
     response = retrying()(client.embed, model=..., input=...)   # transient errors only, 3 attempts
@@ -6,7 +6,7 @@
     with breaker:                                          # raises CircuitOpenError at once while open
         ...
 
-Lesson 13, helpers.setup and the lesson-12 service (app/service.py) use these.
+Lesson 14, helpers.setup and the lesson-13 service (app/service.py) use these.
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def setup(*, quiet: bool = False) -> Config:
     backend, host, info = find_backend(settings)
     default_chat = OLLAMA_CHAT_MODEL if backend == "ollama" else STAND_IN_CHAT_MODEL
     chat_model = settings.chat_model or default_chat
-    client = make_client(host)  # connect and read timeouts (lesson 13): a stalled server cannot hang setup()
+    client = make_client(host)  # connect and read timeouts (lesson 14): a stalled server cannot hang setup()
     assert isinstance(client, ollama.Client)  # make_client is synchronous unless asked otherwise
     check_models(client, backend, [chat_model, settings.embed_model])
     embed_dim = len(client.embed(model=settings.embed_model, input="dimension probe").embeddings[0])

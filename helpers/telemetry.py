@@ -1,4 +1,4 @@
-"""Structured JSON logs with a request id, OpenTelemetry traces, failure metrics. Taught in 13_resilience.ipynb.
+"""Structured JSON logs with a request id, OpenTelemetry traces, failure metrics. Taught in 14_resilience.ipynb.
 
     tel = Telemetry("rag-notebook")                        # spans kept in memory unless a collector is configured
     with request_context() as rid, tel.span("chat") as root:

@@ -99,7 +99,7 @@ class RagTurn:
     k: int = 4
     hybrid: bool = False  # True: dense + BM25 fused by RRF (lesson 11)
     query_filter: models.Filter | None = None
-    guard: Guard | None = None  # lesson 14's guardrails; None: lesson 10's pipeline
+    guard: Guard | None = None  # lesson 15's guardrails; None: lesson 10's pipeline
     options: dict = field(default_factory=generation_options)
     metrics: MetricsLog | None = None
     telemetry: Telemetry | None = None

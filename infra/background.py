@@ -1,4 +1,4 @@
-"""Run a uvicorn server in a background thread (a notebook, a test, a benchmark). Taught in 12_serve.ipynb."""
+"""Run a uvicorn server in a background thread (a notebook, a test, a benchmark). Taught in 13_serve.ipynb."""
 
 from __future__ import annotations
 

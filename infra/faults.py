@@ -1,6 +1,6 @@
 """A fault-injecting reverse proxy in front of any Ollama: a TEST DEVICE, not part of the lesson pipeline.
 
-Used by 13_resilience.ipynb as one uses a chaos proxy: a process of its own, driven over HTTP. Real requests pass
+Used by 14_resilience.ipynb as one uses a chaos proxy: a process of its own, driven over HTTP. Real requests pass
 through to a real server (the offline stand-in in CI); the proxy breaks some of them on purpose so that timeouts,
 retries, the circuit breaker and the fallbacks can be shown and tested against real failures:
 

@@ -1,4 +1,4 @@
-"""Lesson 15's agent: tool declarations with enums, errors as {"error": ...}, and the loop on the real stand-in.
+"""Lesson 16's agent: tool declarations with enums, errors as {"error": ...}, and the loop on the real stand-in.
 
 The schema and error tests need no model; the loop test runs the real stand-in (slow tier, `client` fixture).
 """

@@ -1,4 +1,4 @@
-"""Lesson 14's guardrails: each check on hand-made inputs (fast), the attack set's shape, and real attacks end to end.
+"""Lesson 15's guardrails: each check on hand-made inputs (fast), the attack set's shape, and real attacks end to end.
 
 The fast tests need no model: Guard(None, ...) runs the rules and the output checks; the similarity check gets
 hand-made vectors from a fake embedder beside the real one (the slow tests use the real all-MiniLM-L6-v2).

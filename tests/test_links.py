@@ -70,8 +70,8 @@ def test_every_relative_link_resolves(path):
 def test_the_checker_finds_a_broken_link(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.md").write_text(
-        "# Guardrails (lesson 14)\n[ok](a.md) [web](https://example.org) [top](#x) [bad](b.md#y) [up](../../z.md)\n"
-        "[here](a.md#guardrails-lesson-14) [gone](a.md#agenda)"
+        "# Guardrails (lesson 15)\n[ok](a.md) [web](https://example.org) [top](#x) [bad](b.md#y) [up](../../z.md)\n"
+        "[here](a.md#guardrails-lesson-15) [gone](a.md#agenda)"
     )
     text = (tmp_path / "d" / "a.md").read_text()
     assert relative_links(text) == ["a.md", "b.md", "../../z.md", "a.md", "a.md"]

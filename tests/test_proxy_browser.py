@@ -1,4 +1,4 @@
-"""Lesson 12's page through JupyterLab's jupyter-server-proxy (`/proxy/<port>/`, as on a hub or Binder), real Chromium.
+"""Lesson 13's page through JupyterLab's jupyter-server-proxy (`/proxy/<port>/`, as on a hub or Binder), real Chromium.
 
 jupyter-server-proxy streams a response only when the request asks for `text/event-stream`; otherwise the answer
 would arrive in one piece at the end. The page is opened under the proxy's prefix, so every path it uses must be

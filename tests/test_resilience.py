@@ -137,7 +137,7 @@ def test_a_bad_fault_header_is_a_400_naming_the_faults(proxy):
 
 
 def test_the_proxy_as_a_process_is_driven_over_http_and_stops_on_terminate(upstream, tmp_path):
-    """`python -m infra.faults` as lesson 13 runs it: URL on stdout, faults set over /_faults, seen, then stopped."""
+    """`python -m infra.faults` as lesson 14 runs it: URL on stdout, faults set over /_faults, seen, then stopped."""
     url_file = tmp_path / "url"
     cmd = [sys.executable, "-m", "infra.faults", "--upstream", upstream, "--url-file", str(url_file)]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

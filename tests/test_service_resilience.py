@@ -1,4 +1,4 @@
-"""The lesson-12 service under injected faults: the FaultProxy in front of the real offline stand-in, real HTTP.
+"""The lesson-13 service under injected faults: the FaultProxy in front of the real offline stand-in, real HTTP.
 
 Breaker 503 with Retry-After and recovery by itself, a stream dying mid-answer, retrieval degrading, spans and JSON
 logs with the request id, failure counters. The fast test at the top needs no model (nothing listens: refused).

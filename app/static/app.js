@@ -96,7 +96,7 @@ async function ask(question) {
         } else if (event === "sources") {
           showSources(data.sources);
           if (data.answer) answer.textContent = data.answer;  // cleaned: an echoed "Question: ..." tail cut
-        } else if (event === "guard") {  // lesson 14: a refusal, or the answer with links or codes stripped
+        } else if (event === "guard") {  // lesson 15: a refusal, or the answer with links or codes stripped
           answer.textContent = data.text;
         } else if (event === "done" && data.blocked) {
           $("status").textContent = "refused by the guardrails: nothing was sent to the model";

@@ -164,14 +164,14 @@ def load_documents(folder: str | Path | None = None) -> tuple[list[Document], li
     return docs, skipped
 
 
-def collection_name(corpus_dir: str | Path | None, *, embed_model: str) -> str:
-    """The Qdrant collection for a folder and an embedder, so switching either never mixes vectors.
+def collection_name(corpus_dir: str | Path | None = None, *, embed_model: str) -> str:
+    """The Qdrant collection for a folder (default: corpus_folder()) and an embedder: switching never mixes vectors.
 
-    data/corpus (or None) gives "handbook-<model>"; another folder "<folder>-<8 hex of its absolute path>-<model>".
+    data/corpus gives "handbook-<model>"; another folder "<folder>-<8 hex of its absolute path>-<model>".
     Only lowercase letters, digits and "-".
     """
     model = _safe_name(embed_model.removesuffix(":latest")) or "embedder"
-    folder = Path(corpus_dir or CORPUS_DIR).expanduser().resolve()
+    folder = corpus_folder(corpus_dir).resolve()
     if folder == CORPUS_DIR.resolve():
         return f"{DEFAULT_COLLECTION}-{model}"
     digest = hashlib.sha256(str(folder).encode("utf-8")).hexdigest()[:8]

@@ -139,8 +139,9 @@ def test_corpus_dir_that_is_no_folder_is_a_settings_error_naming_the_fix(tmp_pat
         read_settings()
 
 
-def test_collection_names_differ_per_corpus_and_embedder_and_are_qdrant_safe(tmp_path):
-    assert collection_name(None, embed_model="all-minilm") == "handbook-all-minilm"
+def test_collection_names_differ_per_corpus_and_embedder_and_are_qdrant_safe(tmp_path, monkeypatch):
+    monkeypatch.delenv("CORPUS_DIR", raising=False)
+    assert collection_name(embed_model="all-minilm") == "handbook-all-minilm"
     assert collection_name(CORPUS_DIR, embed_model="all-minilm") == "handbook-all-minilm"
     assert collection_name(None, embed_model="multilingual-e5-small") == "handbook-multilingual-e5-small"
     a, b = tmp_path / "a" / "My Docs", tmp_path / "b" / "My Docs"
@@ -148,6 +149,9 @@ def test_collection_names_differ_per_corpus_and_embedder_and_are_qdrant_safe(tmp
     assert len(names) == 4
     assert all(n.startswith("my-docs-") and set(n) <= set("abcdefghijklmnopqrstuvwxyz0123456789-") for n in names)
     assert collection_name(a, embed_model="all-minilm") == collection_name(str(a), embed_model="all-minilm")
+    a.mkdir(parents=True)
+    monkeypatch.setenv("CORPUS_DIR", str(a))
+    assert collection_name(embed_model="all-minilm") == collection_name(a, embed_model="all-minilm"), "as load_documents"
 
 
 def stored_doc_ids(qdrant: QdrantClient, collection: str) -> set[str]:

@@ -151,7 +151,9 @@ def test_collection_names_differ_per_corpus_and_embedder_and_are_qdrant_safe(tmp
     assert collection_name(a, embed_model="all-minilm") == collection_name(str(a), embed_model="all-minilm")
     a.mkdir(parents=True)
     monkeypatch.setenv("CORPUS_DIR", str(a))
-    assert collection_name(embed_model="all-minilm") == collection_name(a, embed_model="all-minilm"), "as load_documents"
+    assert collection_name(embed_model="all-minilm") == collection_name(a, embed_model="all-minilm"), (
+        "as load_documents"
+    )
 
 
 def stored_doc_ids(qdrant: QdrantClient, collection: str) -> set[str]:

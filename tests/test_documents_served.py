@@ -2,7 +2,8 @@
 
 Slow: the real models of the session's stand-in (tests/conftest.py) answer; the app runs in a child process, as
 `make serve CORPUS=...` starts it. The folder holds Markdown, text, a PDF whose answer is on page 3, an HTML page and
-a broken PDF; the source shown beside the answer must name the PDF's file and page, the log the broken file.
+a broken PDF; the first source shown beside the answer must name the PDF's file and page (and a cited source, if the
+model cites one, must be that page), the log the broken file.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def documents_folder(root: Path, case: Case) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
-def test_the_app_answers_from_a_folder_and_cites_the_pdf_page(stand_in, tmp_path, case):
+def test_the_app_answers_from_a_folder_and_its_source_names_the_pdf_page(stand_in, tmp_path, case):
     url, _server = stand_in
     env = {k: v for k, v in os.environ.items() if k not in {"WORKSHOP_OFFLINE", "QDRANT_URL", "HISTORY_URL"}}
     env |= {
@@ -74,8 +75,8 @@ def test_the_app_answers_from_a_folder_and_cites_the_pdf_page(stand_in, tmp_path
     names = [name for name, _ in events]
     assert names[-1] == "done", events[-1]
     sources = dict(events)["sources"]["sources"]
-    assert sources[0]["title"] == case.source, [s["title"] for s in sources]
-    cited = [s["title"] for s in sources if s["cited"]]
+    assert sources[0]["title"] == case.source, [s["title"] for s in sources]  # shown beside the answer, ranked first
+    cited = [s["title"] for s in sources if s["cited"]]  # the 135M model often answers without a [n]: not required
     assert not cited or case.source in cited, (cited, dict(events)["sources"]["answer"])
     text = log.read_text(encoding="utf-8")
     assert "skipped broken.pdf" in text and "damaged PDF" in text

@@ -139,7 +139,7 @@ def index_handbook(svc: Service) -> int:
 
 
 def documents_health(svc: Service) -> str:
-    """ "ok" when start-up read at least one document from the folder, else what went wrong."""
+    """The documents part of /healthz: ok once start-up read at least one document, else what went wrong."""
     if svc.documents is None:
         return f"fail: {svc.corpus_dir} has not been read yet (start-up failed: see the log), restart the app"
     if not svc.documents:

@@ -105,7 +105,7 @@ def read_document(path: Path, *, root: Path) -> Document:
 def read_file(path: Path, *, root: Path) -> list[Document]:
     """The Documents of one file (a PDF gives one per page with text); ValueError says why it cannot be used."""
     suffix = path.suffix.lower()
-    if suffix == ".pdf":
+    if suffix == ".pdf":  # helpers.documents imports this module: imported here, when first needed
         from helpers.documents import read_pdf
 
         return read_pdf(path, root=root)

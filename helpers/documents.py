@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from bs4 import BeautifulSoup, NavigableString
+from bs4.element import PreformattedString
 from pypdf import PdfReader
 
 from helpers.corpus import Document, _title, decode_text
@@ -69,7 +70,7 @@ def html_text(raw: str) -> tuple[str | None, str]:
     for tag in soup.find_all(DROPPED_TAGS):
         tag.decompose()
     for string in soup.find_all(string=True):
-        if string.find_parent("pre") is None:
+        if not isinstance(string, PreformattedString) and string.find_parent("pre") is None:  # text, not comments
             string.replace_with(NavigableString(re.sub(r"\s+", " ", str(string))))
     for level in range(1, 7):
         for heading in soup.find_all(f"h{level}"):

@@ -29,7 +29,7 @@ help:
 	@echo "make lint    ruff check, ruff format --check, notebooks committed without outputs, mypy"
 	@echo "make strip   strip outputs from the notebooks (before committing a notebook you ran)"
 	@echo "make bench   stand-in vs direct model benchmarks, and retrieval on DATASET=$(DATASET)"
-	@echo "make serve   serve the chat app (lesson 13) on http://127.0.0.1:8000/ (SERVE_ARGS=\"--port 8001\")"
+	@echo "make serve   serve the chat app (lesson 13) on http://127.0.0.1:8000/ (SERVE_ARGS=\"--port 8001\", CORPUS=path)"
 	@echo "make bench-load  16 concurrent chats x 3 turns against the served app (LOAD_ARGS=\"--chats 4\")"
 	@echo "make stop    stop the offline stand-in server"
 	@echo "make hub-proxy  JupyterHub's proxy (configurable-http-proxy, from npm) into infra/hub/node_modules"
@@ -104,10 +104,12 @@ bench: $(VENV)/.offline
 	$(PY) -m bench.retrieval $(DATASET)
 
 # Lesson 13: the chat as a web service (FastAPI + uvicorn); setup() finds Ollama or starts the stand-in first.
+# CORPUS=path serves a chat over your own folder of documents (CORPUS_DIR; data/README.md).
 SERVE_ARGS ?=
+CORPUS ?=
 serve: $(VENV)/.base
 	@$(PYTHON) -m helpers.config --ollama-up >/dev/null || $(MAKE) --no-print-directory install-offline
-	$(PY) -m app $(SERVE_ARGS)
+	$(if $(CORPUS),CORPUS_DIR="$(CORPUS)" )$(PY) -m app $(SERVE_ARGS)
 
 ROOM_ARGS ?=
 bench-room: $(VENV)/.offline

@@ -40,7 +40,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     json_logs("rag")  # one JSON line per stage of every chat turn, with its request id (lesson 14)
     app = create_app()
-    print("indexing the handbook ... (the page's URL follows once the app answers)", flush=True)
+    print("indexing the documents ... (the page's URL follows once the app answers)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=5))
     url = f"http://{args.host}:{args.port}/"
     threading.Thread(target=announce_when_ready, args=(server, url), daemon=True, name="announce").start()

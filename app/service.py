@@ -68,7 +68,7 @@ def lifespan_for(svc: Service, *, own_history: bool) -> Any:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         start, cfg = time.perf_counter(), svc.cfg
-        log.info("indexing the handbook into %r (%s) ...", svc.collection, cfg.qdrant_url or "embedded Qdrant")
+        log.info("indexing %s into %r (%s) ...", svc.corpus_dir, svc.collection, cfg.qdrant_url or "embedded Qdrant")
         try:
             n = await run_in_threadpool(index_handbook, svc)
             svc.startup_s = time.perf_counter() - start

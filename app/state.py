@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
 from qdrant_client import QdrantClient
 
 from helpers.chunking import chunk_documents
-from helpers.corpus import load_documents
+from helpers.corpus import Skipped, collection_name, corpus_folder, load_documents
 from helpers.guardrails import Guard
 from helpers.history import HistoryStore
-from helpers.index import collection_vector_size, ensure_index
+from helpers.index import collection_vector_size, sync_index
 from helpers.metrics import MetricsLog
 from helpers.resilience import CircuitBreaker, make_client, retrying
 from helpers.setup import Config
@@ -31,7 +33,8 @@ class Service:
     cfg: Config
     qdrant: QdrantClient
     history: HistoryStore
-    collection: str = "handbook"
+    corpus_dir: Path | None = None  # the folder of documents; None: CORPUS_DIR, else data/corpus
+    collection: str = ""  # "": collection_name(corpus_dir, embed_model=...), e.g. "handbook-all-minilm"
     k: int = 4
     hybrid: bool = False  # True: dense + BM25 fused by RRF (lesson 11)
     max_messages: int = 6  # the last 3 question/answer pairs go into the prompt
@@ -39,6 +42,8 @@ class Service:
     metrics: MetricsLog = field(default_factory=MetricsLog)
     startup_s: float | None = None
     indexed: int = 0
+    documents: int | None = None  # documents read from corpus_dir at start-up (None: not read yet)
+    skipped: list[Skipped] = field(default_factory=list)  # files in corpus_dir that could not be read, and why
     read_s: float = 300.0  # the longest silence allowed between two bytes of a model's answer
     deadline_s: float = 600.0  # the longest a whole answer may take
     attempts: int = 3  # tries for a call that fails transiently (before the first token only)
@@ -47,6 +52,8 @@ class Service:
     guard: Guard | None = None  # lesson 15's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
 
     def __post_init__(self) -> None:
+        self.corpus_dir = corpus_folder(self.corpus_dir or self.cfg.settings.corpus_dir).resolve()
+        self.collection = self.collection or collection_name(self.corpus_dir, embed_model=self.cfg.embed_model)
         host = self.cfg.ollama_host
         self.client = make_client(host, read=self.read_s)  # embeddings, rewrites (sync, in the thread pool)
         self.aclient = make_client(host, read=self.read_s, asynchronous=True)  # the answer stream (cancellable)
@@ -100,19 +107,53 @@ class Service:
 
 
 def index_handbook(svc: Service) -> int:
-    """Index the handbook unless the collection holds every chunk at the embedder's vector size; the chunk count."""
+    """Read svc.corpus_dir and sync the collection with it (only new and changed documents embedded); the chunk count.
+
+    Files that could not be read are logged one by one and kept in svc.skipped; /healthz fails when none could.
+    """
     with svc.index_lock:
-        chunks = chunk_documents(load_documents()[0])
-        written = ensure_index(svc.client, svc.qdrant, svc.collection, chunks, embed_model=svc.cfg.embed_model)
-        if written:
-            log.info("indexed %d chunks into %r", written, svc.collection)
+        with warnings.catch_warnings():  # each skipped file is logged below, with its reason
+            warnings.simplefilter("ignore", UserWarning)
+            docs, svc.skipped = load_documents(svc.corpus_dir)
+        svc.documents = len(docs)
+        for s in svc.skipped:
+            log.warning("skipped %s in %s: %s", s.path, svc.corpus_dir, s.reason)
+        if not docs:
+            log.error("no document in %s could be read: /healthz fails until the folder holds one", svc.corpus_dir)
+        chunks = chunk_documents(docs)
+        counts = sync_index(svc.client, svc.qdrant, svc.collection, chunks, embed_model=svc.cfg.embed_model)
+        log.info(
+            "%d documents (%d chunks) from %s in %r: %d added, %d updated, %d deleted, %d unchanged; %d files skipped",
+            len(docs),
+            len(chunks),
+            svc.corpus_dir,
+            svc.collection,
+            counts.added,
+            counts.updated,
+            counts.deleted,
+            counts.unchanged,
+            len(svc.skipped),
+        )
         svc.indexed = len(chunks)
         return len(chunks)
 
 
+def documents_health(svc: Service) -> str:
+    """The documents part of /healthz: ok once start-up read at least one document, else what went wrong."""
+    if svc.documents is None:
+        return f"fail: {svc.corpus_dir} has not been read yet (start-up failed: see the log), restart the app"
+    if not svc.documents:
+        why = "; ".join(f"{s.path}: {s.reason}" for s in svc.skipped[:3]) or "the folder holds no document"
+        return (
+            f"fail: no document in {svc.corpus_dir} could be read ({why}): add .md, .txt, .pdf or .html files "
+            "with text and restart the app"
+        )
+    return "ok"
+
+
 def health(svc: Service) -> dict[str, str]:
     """Each part: "ok", or what fails and how to fix it."""
-    parts, cfg = {}, svc.cfg
+    parts, cfg = {"documents": documents_health(svc)}, svc.cfg
     try:
         names = {n for m in svc.probe.list().models for n in (m.model or "", (m.model or "").removesuffix(":latest"))}
         parts["llm"] = (

@@ -115,6 +115,22 @@ class Settings:
     state_dir: Path  # logs, pid file, SQLite history, caches (gitignored)
     history_url: str | None = None  # HISTORY_URL: postgresql://... for the served app's history; None: SQLite
     guardrails: bool = True  # WORKSHOP_GUARDRAILS=0: the served app runs without lesson 15's guardrails
+    corpus_dir: Path | None = None  # CORPUS_DIR: the folder of documents lessons and the app read; None: data/corpus
+
+
+def _corpus_dir(env: Mapping[str, str]) -> Path | None:
+    """CORPUS_DIR as an absolute folder; unset gives None (the workshop's handbook), a path that is no folder an error."""
+    raw = env.get("CORPUS_DIR", "")
+    if not raw.strip():
+        return None
+    folder = Path(raw.strip()).expanduser().resolve()
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise SettingsError(
+            f"CORPUS_DIR={raw!r} {what}: set CORPUS_DIR to a folder of .md, .txt, .pdf or .html files "
+            "(e.g. CORPUS_DIR=~/my-documents), or unset it for the workshop's handbook (data/corpus)."
+        )
+    return folder
 
 
 def _ollama_host(env: Mapping[str, str]) -> str:
@@ -144,6 +160,7 @@ def read_settings() -> Settings:
         state_dir=Path(env.get("WORKSHOP_STATE_DIR") or REPO_ROOT / ".workshop"),
         history_url=_history_url(env),
         guardrails=_flag(env, "WORKSHOP_GUARDRAILS", default=True),
+        corpus_dir=_corpus_dir(env),
     )
 
 

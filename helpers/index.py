@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import ollama
 from qdrant_client import QdrantClient, models
@@ -191,3 +192,60 @@ def ensure_index(
         elif qdrant.count(collection).count == len(chunks):
             return 0
     return index_chunks(client, qdrant, collection, chunks, embed_model=embed_model, progress=progress)
+
+
+@dataclass(frozen=True)
+class SyncCounts:
+    """What sync_index did, in documents: embedded for the first time, embedded again, removed, left as they were."""
+
+    added: int
+    updated: int
+    deleted: int
+    unchanged: int
+
+
+def stored_payloads(qdrant: QdrantClient, collection: str) -> dict[str, dict[str, dict]]:
+    """Every point's payload in a collection, as {doc_id: {chunk_id: payload}} (empty when it does not exist)."""
+    docs: dict[str, dict[str, dict]] = {}
+    if not qdrant.collection_exists(collection):
+        return docs
+    offset = None
+    while True:
+        points, offset = qdrant.scroll(collection, limit=1024, offset=offset, with_payload=True, with_vectors=False)
+        for p in points:
+            payload = p.payload or {}
+            docs.setdefault(str(payload.get("doc_id")), {})[str(payload.get("chunk_id"))] = payload
+        if offset is None:
+            return docs
+
+
+def sync_index(
+    client: ollama.Client,
+    qdrant: QdrantClient,
+    collection: str,
+    chunks: Sequence[Chunk],
+    *,
+    embed_model: str,
+    progress: bool | None = None,
+) -> SyncCounts:
+    """Make the collection hold exactly these chunks: embed only new and changed documents, delete removed ones.
+
+    A document is unchanged when its stored payloads equal what index_chunks would store; a collection of another
+    vector size (EMBED_MODEL changed) is rebuilt, as ensure_index does. Running it twice changes nothing the second time.
+    """
+    size = collection_vector_size(qdrant, collection)
+    if size is not None and size != len(client.embed(model=embed_model, input="vector size check").embeddings[0]):
+        qdrant.delete_collection(collection)
+    stored = stored_payloads(qdrant, collection)
+    by_doc: dict[str, list[Chunk]] = {}
+    for c in chunks:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    changed = [d for d, cs in by_doc.items() if stored.get(d) != {c.id: index_payload(c) for c in cs}]
+    deleted = sorted(set(stored) - set(by_doc))
+    if deleted:
+        selector = models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=deleted))])
+        qdrant.delete(collection, points_selector=selector, wait=True)
+    todo = [c for d in changed for c in by_doc[d]]
+    index_chunks(client, qdrant, collection, todo, embed_model=embed_model, progress=progress)
+    added = sum(d not in stored for d in changed)
+    return SyncCounts(added, len(changed) - added, len(deleted), len(by_doc) - len(changed))

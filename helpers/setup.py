@@ -173,6 +173,10 @@ def setup(*, quiet: bool = False) -> Config:
             ("chat model", chat_model),
             ("embedding model", f"{settings.embed_model} ({embed_dim}-d)"),
             ("vector store", f"Qdrant {qdrant}"),
+            (
+                "documents",
+                f"{settings.corpus_dir} (CORPUS_DIR)" if settings.corpus_dir else "data/corpus (the handbook)",
+            ),
             ("fast mode", "on" if settings.fast else "off"),
             (
                 "versions",

@@ -105,7 +105,9 @@ def test_loader_skips_and_reports_bad_files(tmp_path):
     (tmp_path / "unclosed.md").write_text("---\nid: x\nText without closing marker\n")
     (tmp_path / "zz-dup.md").write_text("---\nid: g1\n---\nSame id as good.md\n")
     (tmp_path / "slides.pdf").write_bytes(b"%PDF-1.4")
-    docs, skipped = load_documents(tmp_path)
+    (tmp_path / "slides.pptx").write_bytes(b"PK\x03\x04")
+    with pytest.warns(UserWarning, match="skipped") as warned:
+        docs, skipped = load_documents(tmp_path)
     by_id = {d.id: d for d in docs}
     assert set(by_id) == {"g1", "plain", "sub/nested"}
     assert by_id["g1"].metadata == {"category": "faq", "updated": "2025-01-02", "tags": ["a"], "path": "good.md"}
@@ -114,7 +116,8 @@ def test_loader_skips_and_reports_bad_files(tmp_path):
     assert "empty" in reasons["empty.md"] and "binary" in reasons["binary.md"]
     assert "UTF-8" in reasons["latin1.txt"] and "YAML" in reasons["badyaml.md"]
     assert "closing" in reasons["unclosed.md"] and "duplicate" in reasons["zz-dup.md"]
-    assert ".pdf" in reasons["slides.pdf"]
+    assert "damaged PDF" in reasons["slides.pdf"] and ".pptx" in reasons["slides.pptx"]
+    assert len(warned) == len(skipped) == 8, "every skipped file is also a warning that names it"
 
 
 def test_loader_rejects_missing_folder(tmp_path):

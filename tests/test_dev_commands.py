@@ -16,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make, bash")
 
 
-def dry_run(target: str) -> list[str]:
-    """The commands `make -n target` would run (recursive makes print theirs too), install steps left out."""
+def dry_run(target: str, *variables: str) -> list[str]:
+    """The commands `make -n target [NAME=value ...]` would run (recursive makes print theirs too), installs left out."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
-    out = subprocess.run(["make", "-n", target], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", target, *variables], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
     return [line for line in out.splitlines() if "pip" not in line and "touch " not in line]
 
 
@@ -76,3 +78,10 @@ def test_ci_sets_ci_installs_system_packages_then_runs_make_test():
     assert re.search(r"^export CI=1\b", script, re.M), "CI=1: missing Chromium or PostgreSQL fails, never skips"
     assert "set -euo pipefail" in script
     assert script.index("apt-get install") < script.index("\nmake test\n")
+
+
+def test_make_serve_corpus_sets_corpus_dir_for_the_app():
+    assert position(dry_run("serve"), r"python -m app") >= 0
+    assert not any("CORPUS_DIR" in line for line in dry_run("serve")), "no CORPUS: the app reads data/corpus"
+    lines = dry_run("serve", "CORPUS=/tmp/my docs")
+    assert 'CORPUS_DIR="/tmp/my docs" ' in lines[position(lines, r"python -m app")]

@@ -106,7 +106,7 @@ def test_healthz_names_each_failing_part(down):
     response = http.get("/healthz")
     assert response.status_code == 503
     body = response.json()
-    assert body["status"] == "fail" and set(body["parts"]) == {"llm", "embedding", "qdrant"}
+    assert body["status"] == "fail" and set(body["parts"]) == {"documents", "llm", "embedding", "qdrant"}
     assert body["parts"]["llm"].startswith("fail: no LLM backend answers") and "infra.standin" in body["parts"]["llm"]
     assert body["parts"]["embedding"].startswith("fail:") and body["parts"]["qdrant"].startswith("fail:")
 
@@ -165,7 +165,12 @@ def test_healthz_ok_and_metrics_have_lesson_08_counters(served):
     http, _, _ = served
     ask(http, "turns-3", "Who leads the search and rescue team?")
     health = http.get("/healthz")
-    assert health.status_code == 200 and health.json()["parts"] == {"llm": "ok", "embedding": "ok", "qdrant": "ok"}
+    assert health.status_code == 200 and health.json()["parts"] == {
+        "documents": "ok",
+        "llm": "ok",
+        "embedding": "ok",
+        "qdrant": "ok",
+    }
     text = http.get("/metrics").text
     assert 'rag_tokens_total{direction="completion",model="smollm2:135m",stage="generate"}' in text
     assert 'rag_stage_seconds_count{model="all-minilm",stage="retrieve"}' in text
@@ -273,11 +278,11 @@ def test_healthz_fails_when_the_collection_holds_vectors_of_another_size(served_
         "old-model", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE)
     )
     svc.qdrant.upsert("old-model", [models.PointStruct(id=n, vector=[0.1] * 8, payload={}) for n in range(5)])
-    svc.collection = "old-model"  # what an app finds on a Qdrant server indexed with another embedding model
+    svc.collection, indexed = "old-model", svc.collection  # what an app finds on a Qdrant server indexed elsewhere
     try:
         response = http.get("/healthz")
     finally:
-        svc.collection = "handbook"
+        svc.collection = indexed
     assert response.status_code == 503
     assert "8-d" in response.json()["parts"]["qdrant"] and "384-d" in response.json()["parts"]["qdrant"]
 

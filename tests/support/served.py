@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 from qdrant_client import QdrantClient
 
-from helpers.config import STAND_IN_CHAT_MODEL, read_settings
+from helpers.config import REPO_ROOT, STAND_IN_CHAT_MODEL, read_settings
 from helpers.setup import Config
 
 
@@ -67,3 +72,38 @@ def ask(http: httpx.Client, chat_id: str, question: str) -> list[tuple[str, dict
 def chat_queue(server: object, model: str = STAND_IN_CHAT_MODEL) -> int:
     """Requests holding or waiting for the in-process stand-in's chat model."""
     return server.registry.models[model].lock.waiting
+
+
+@contextlib.contextmanager
+def app_process(env: dict[str, str], *, log: Path, timeout: float = 600.0) -> Iterator[str]:
+    """`python -m app` in a child process on a free loopback port; its base URL once it says it serves, then stopped.
+
+    Its stderr (the app's log) goes to log; a start that fails or takes longer than timeout fails with the log's tail.
+    """
+    from tests.conftest import free_port
+
+    port = free_port()
+    argv = [sys.executable, "-m", "app", "--port", str(port)]
+    with open(log, "w", encoding="utf-8") as err:
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # __main__ prints this line once the app answers /healthz
+                if line.startswith("serving the chat page on "):
+                    break
+            else:
+                raise AssertionError(
+                    f"python -m app stopped ({proc.wait()}) before serving:\n{log.read_text()[-3000:]}"
+                )
+            timer.cancel()
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            timer.cancel()
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

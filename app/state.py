@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from helpers.corpus import Skipped, collection_name, corpus_folder, load_documen
 from helpers.guardrails import Guard
 from helpers.history import HistoryStore
 from helpers.index import collection_vector_size, sync_index
+from helpers.language import resolve_language
 from helpers.metrics import MetricsLog
 from helpers.resilience import CircuitBreaker, make_client, retrying
 from helpers.setup import Config
@@ -50,6 +52,7 @@ class Service:
     breaker_failures: int = 3  # failed turns in a row that open the circuit
     breaker_reset_s: float = 10.0  # how long it stays open before one request probes the backend
     guard: Guard | None = None  # lesson 15's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
+    language: str = "en"  # of the prompt and refusals: WORKSHOP_LANGUAGE, or detected from the documents (use_language)
 
     def __post_init__(self) -> None:
         self.corpus_dir = corpus_folder(self.corpus_dir or self.cfg.settings.corpus_dir).resolve()
@@ -99,11 +102,18 @@ class Service:
             k=self.k,
             hybrid=self.hybrid,
             guard=self.guard,
+            language=self.language,
             options=self.options,
             metrics=self.metrics,
             telemetry=self.telemetry,
             retry=self.retry,
         )
+
+    def use_language(self, documents: Iterable[str]) -> None:
+        """Answer and refuse in WORKSHOP_LANGUAGE, or with `auto` in the language of these document texts."""
+        self.language = resolve_language(self.cfg.settings.language, documents)
+        if self.guard is not None and self.guard.texts.language != self.language:
+            self.guard = Guard(self.client, settings=self.guard.settings, language=self.language)
 
 
 def index_handbook(svc: Service) -> int:
@@ -121,6 +131,7 @@ def index_handbook(svc: Service) -> int:
         if not docs:
             log.error("no document in %s could be read: /healthz fails until the folder holds one", svc.corpus_dir)
         chunks = chunk_documents(docs)
+        svc.use_language(c.text for c in chunks)
         counts = sync_index(svc.client, svc.qdrant, svc.collection, chunks, embed_model=svc.cfg.embed_model)
         log.info(
             "%d documents (%d chunks) from %s in %r: %d added, %d updated, %d deleted, %d unchanged; %d files skipped",

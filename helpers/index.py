@@ -12,6 +12,7 @@ from qdrant_client import QdrantClient, models
 from tqdm.auto import tqdm
 
 from helpers.chunking import Chunk
+from helpers.embedders import with_prefix
 from helpers.hybrid import TEXT_FIELD, TEXT_INDEX
 
 PROGRESS_AFTER_S = 3.0  # index_chunks shows a progress bar once embedding has taken this long
@@ -32,9 +33,16 @@ class VectorSizeMismatchError(ValueError):
 
 
 def embed_texts(
-    client: ollama.Client, texts: Sequence[str], *, model: str, batch_size: int = 32, progress: bool | None = None
+    client: ollama.Client,
+    texts: Sequence[str],
+    *,
+    model: str,
+    batch_size: int = 32,
+    progress: bool | None = None,
+    as_query: bool = False,
 ) -> list[list[float]]:
-    """Embed texts in batches; a tqdm bar: always (True), never (False), or once it takes over 3 s (None)."""
+    """Embed texts in batches, prefixed for the model (helpers.embedders); a tqdm bar: True always, None after 3 s."""
+    texts = with_prefix(model, list(texts), as_query=as_query)
     vectors: list[list[float]] = []
     starts = range(0, len(texts), batch_size)
     bar = tqdm(

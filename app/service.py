@@ -123,7 +123,7 @@ def create_app(
         cfg=cfg, qdrant=qdrant, history=history, options=generation_options(options), hybrid=hybrid, **(tuning or {})
     )
     if cfg.settings.guardrails if guardrails is None else guardrails:
-        svc.guard = Guard(svc.client, embed_model=cfg.embed_model)
+        svc.guard = Guard(svc.client)
     app = FastAPI(title="Halvorsen Ridge Station handbook chat", lifespan=lifespan_for(svc, own_history=own_history))
     app.state.service = svc
     app.add_middleware(CountRequests, svc=svc)

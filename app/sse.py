@@ -13,7 +13,6 @@ from opentelemetry import trace as otel_trace
 from starlette.concurrency import run_in_threadpool
 
 from app.state import Service
-from helpers.guardrails import REFUSAL
 from helpers.metrics import generation_record
 from helpers.resilience import describe, open_stream_async
 from helpers.telemetry import REQUEST_ID, elapsed_ms
@@ -39,7 +38,7 @@ async def blocked_events(
         svc.history.add_failed, chat_id, question, f"blocked by the guardrails: {'; '.join(reasons)}"
     )
     svc.turns.labels("blocked").inc()
-    yield sse("guard", {"action": "refused", "text": REFUSAL, "reasons": reasons})
+    yield sse("guard", {"action": "refused", "text": svc.guard.refusal if svc.guard else "", "reasons": reasons})
     yield sse("done", {"blocked": True, "total_s": time.perf_counter() - started, "request_id": request_id})
 
 

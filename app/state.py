@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from helpers.chunking import chunk_documents
 from helpers.corpus import load_documents
 from helpers.guardrails import Guard
 from helpers.history import HistoryStore
+from helpers.language import resolve_language
 from helpers.index import collection_vector_size, ensure_index
 from helpers.metrics import MetricsLog
 from helpers.resilience import CircuitBreaker, make_client, retrying
@@ -45,6 +47,7 @@ class Service:
     breaker_failures: int = 3  # failed turns in a row that open the circuit
     breaker_reset_s: float = 10.0  # how long it stays open before one request probes the backend
     guard: Guard | None = None  # lesson 15's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
+    language: str = "en"  # of the prompt and refusals: WORKSHOP_LANGUAGE, or detected from the documents (use_language)
 
     def __post_init__(self) -> None:
         host = self.cfg.ollama_host
@@ -92,17 +95,25 @@ class Service:
             k=self.k,
             hybrid=self.hybrid,
             guard=self.guard,
+            language=self.language,
             options=self.options,
             metrics=self.metrics,
             telemetry=self.telemetry,
             retry=self.retry,
         )
 
+    def use_language(self, documents: Iterable[str]) -> None:
+        """Answer and refuse in WORKSHOP_LANGUAGE, or with `auto` in the language of these document texts."""
+        self.language = resolve_language(self.cfg.settings.language, documents)
+        if self.guard is not None and self.guard.texts.language != self.language:
+            self.guard = Guard(self.client, settings=self.guard.settings, language=self.language)
+
 
 def index_handbook(svc: Service) -> int:
     """Index the handbook unless the collection holds every chunk at the embedder's vector size; the chunk count."""
     with svc.index_lock:
         chunks = chunk_documents(load_documents()[0])
+        svc.use_language(c.text for c in chunks)
         written = ensure_index(svc.client, svc.qdrant, svc.collection, chunks, embed_model=svc.cfg.embed_model)
         if written:
             log.info("indexed %d chunks into %r", written, svc.collection)

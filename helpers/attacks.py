@@ -153,8 +153,10 @@ class Runner:
         embed_model: str,
         options: dict,
         k: int = 4,
+        language: str = "en",
     ) -> None:
         self.client, self.qdrant, self.collection, self.k = client, qdrant, collection, k
+        self.language = language  # of the guards' prompt and refusals (helpers/language.py)
         self.chat_model, self.embed_model, self.options = chat_model, embed_model, options
         self.generations: dict[str, tuple[str, float, int]] = {}
         self.retrievals: dict[str, list[Hit]] = {}
@@ -165,7 +167,7 @@ class Runner:
         """One Guard per settings, all sharing one similarity cache."""
         if settings not in self.guards:
             self.guards[settings] = Guard(
-                self.client, embed_model=self.embed_model, settings=settings, cache=self.similarities
+                self.client, settings=settings, cache=self.similarities, language=self.language
             )
         return self.guards[settings]
 

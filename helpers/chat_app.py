@@ -21,7 +21,7 @@ import ipywidgets as widgets
 import ollama
 from qdrant_client import QdrantClient, models
 
-from helpers.guardrails import REFUSAL, Guard
+from helpers.guardrails import Guard
 from helpers.history import HistoryStore, last_n, new_chat_id
 from helpers.metrics import CallRecord, MetricsLog
 from helpers.rag import Hit
@@ -240,9 +240,10 @@ class ChatApp:
             self.last_hits, self.last_query = [], question
             self.render()
             self.status.value = (
-                f"<span style='color:#9a6700'>{html.escape(REFUSAL)} ({html.escape('; '.join(verdict.reasons))})</span>"
+                f"<span style='color:#9a6700'>{html.escape(self.guard.refusal)} "
+                f"({html.escape('; '.join(verdict.reasons))})</span>"
             )
-            return REFUSAL
+            return self.guard.refusal
         turn = self.turn()
         turn.on_stage = lambda stage: self.render((question, "", STAGE_TEXT[stage]))
         prepared = turn.prepare(question, past=past, request_id=request_id, degrade=False)

@@ -28,6 +28,7 @@ EMBED_MODEL = "all-minilm"  # all-MiniLM-L6-v2, 384-d, on both backends
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 HISTORY_SCHEMES = ("postgresql://", "postgres://", "sqlite:///")
+LANGUAGE_CHOICES = ("auto", "en", "ru")  # WORKSHOP_LANGUAGE; the texts of each: helpers/language.py
 
 
 class SettingsError(ValueError):
@@ -73,6 +74,18 @@ def _history_url(env: Mapping[str, str]) -> str | None:
     return raw or None
 
 
+def _language(env: Mapping[str, str]) -> str:
+    """WORKSHOP_LANGUAGE: auto (from the documents), en or ru; unset or empty gives auto."""
+    raw = env.get("WORKSHOP_LANGUAGE", "")
+    value = raw.strip().lower() or "auto"
+    if value not in LANGUAGE_CHOICES:
+        raise SettingsError(
+            f"WORKSHOP_LANGUAGE={raw!r} is not supported: set it to auto (the documents' language), en or ru, "
+            "or unset it for auto."
+        )
+    return value
+
+
 def normalize_host(host: str | None) -> str:
     """An OLLAMA_HOST value as a base URL, with the official client's rules (`ollama._client._parse_host`).
 
@@ -115,6 +128,7 @@ class Settings:
     state_dir: Path  # logs, pid file, SQLite history, caches (gitignored)
     history_url: str | None = None  # HISTORY_URL: postgresql://... for the served app's history; None: SQLite
     guardrails: bool = True  # WORKSHOP_GUARDRAILS=0: the served app runs without lesson 15's guardrails
+    language: str = "auto"  # WORKSHOP_LANGUAGE: prompts and refusals in en or ru; auto: the documents' language
 
 
 def _ollama_host(env: Mapping[str, str]) -> str:
@@ -144,6 +158,7 @@ def read_settings() -> Settings:
         state_dir=Path(env.get("WORKSHOP_STATE_DIR") or REPO_ROOT / ".workshop"),
         history_url=_history_url(env),
         guardrails=_flag(env, "WORKSHOP_GUARDRAILS", default=True),
+        language=_language(env),
     )
 
 

@@ -6,6 +6,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
+from helpers.language import says_not_in_docs
+
 
 def dedupe(ranked: Sequence[str]) -> list[str]:
     """Ranked ids with repeats removed (several chunks of one document count once, at its best rank)."""
@@ -79,5 +81,5 @@ def contains_answer(answer: str, gold: str) -> bool:
 
 
 def is_refusal(answer: str) -> bool:
-    """Does the answer say the documents don't hold it ("don't say", "do not say", "doesn't say", "does not say")?"""
-    return re.search(r"\b(?:don't|do not|doesn't|does not) say\b", normalise(answer)) is not None
+    """Does the answer say the documents don't hold it ("don't say", "does not say"; Russian: "в документах нет")?"""
+    return says_not_in_docs(answer)  # the patterns of every language: helpers/language.py

@@ -9,15 +9,10 @@ import ollama
 from qdrant_client import QdrantClient, models
 
 from helpers.hybrid import hybrid_points
+from helpers.language import ENGLISH
 
-NOT_IN_DOCS = "The documents don't say."
-
-SYSTEM_PROMPT = (
-    "You answer questions about Halvorsen Ridge Station using only the numbered sources given. "
-    "Cite the sources you use with their numbers in square brackets, like [1] or [2][3]. "
-    f"If the sources do not contain the answer, reply exactly: {NOT_IN_DOCS} "
-    "Prefer the most recently updated source when sources disagree. Be brief."
-)
+NOT_IN_DOCS = ENGLISH.not_in_docs  # the exact refusal sentence (Russian: helpers.language.RUSSIAN)
+SYSTEM_PROMPT = ENGLISH.system_prompt  # texts_for(language).system_prompt for the corpus's language
 
 
 @dataclass(frozen=True)

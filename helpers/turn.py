@@ -20,6 +20,7 @@ from qdrant_client import QdrantClient, models
 
 from helpers.guardrails import Guard
 from helpers.history import rewrite_query
+from helpers.language import texts_for
 from helpers.metrics import MetricsLog, count_usage
 from helpers.rag import Hit, build_messages, cited_numbers, search
 from helpers.resilience import describe, failure_kind
@@ -100,6 +101,7 @@ class RagTurn:
     hybrid: bool = False  # True: dense + BM25 fused by RRF (lesson 11)
     query_filter: models.Filter | None = None
     guard: Guard | None = None  # lesson 15's guardrails; None: lesson 10's pipeline
+    language: str = "en"  # the system prompt's language without a guard (a guard has its own): helpers/language.py
     options: dict = field(default_factory=generation_options)
     metrics: MetricsLog | None = None
     telemetry: Telemetry | None = None
@@ -190,7 +192,7 @@ class RagTurn:
             hits, dropped = self.guard.filter_hits(hits)
             messages = self.guard.messages(question, hits, past)
         else:
-            system, user = build_messages(question, hits)
+            system, user = build_messages(question, hits, texts_for(self.language).system_prompt)
             messages = [system, *past, user]
         self._heard("generate")
         return Prepared(question, query, hits, messages, dict(self.options), notes, dropped)

@@ -48,9 +48,7 @@ def squeeze(text: str) -> str:
 def passage_ids(chunks: Sequence[Chunk], question: dict) -> set[str]:
     """The ids of the chunks that hold one of the question's evidence quotes, in one of its gold documents."""
     quotes = [squeeze(e) for e in question["evidence"]]
-    return {
-        c.id for c in chunks if c.doc_id in question["doc_ids"] and any(q in squeeze(c.text) for q in quotes)
-    }
+    return {c.id for c in chunks if c.doc_id in question["doc_ids"] and any(q in squeeze(c.text) for q in quotes)}
 
 
 def passage_scores(

@@ -23,12 +23,13 @@ def agenda_minutes() -> dict[str, int]:
 
 
 def lessons_of(spec: str) -> list[str]:
-    """'00, 01, 03' or '00-12' (or a mix) as lesson numbers."""
+    """'00, 01, 03' or '00-12' (or a mix) as the numbers of the lessons that exist (the agenda lists exactly those)."""
     numbers: list[str] = []
     for part in re.findall(r"\d\d(?:-\d\d)?", spec):
         first, _, last = part.partition("-")
         numbers += [f"{n:02d}" for n in range(int(first), int(last or first) + 1)]
-    return numbers
+    existing = {p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    return [n for n in numbers if n in existing]
 
 
 def test_the_readme_is_at_most_250_lines():

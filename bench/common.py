@@ -42,7 +42,8 @@ def serve(port: int, chat_threads: int | None = None) -> None:
         chat = registry.models[canonical(STAND_IN_CHAT_MODEL)]
         chat.loader = lambda: ChatModel(chat.path, threads=chat_threads)
     for served in registry.models.values():
-        served.get()
+        if served.warm:
+            served.get()  # as the stand-in starts: the others (multilingual-e5-small) load on first use
     make_server(port, registry).serve_forever()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -11,10 +13,18 @@ from typing import Any
 import ollama
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
+from snowballstemmer import stemmer
 
-TEXT_FIELD = "search_text"  # payload field BM25 ranks over: title + chunk text, the words the embedder sees
+# Payload field BM25 ranks over: title + chunk text (the words the embedder sees), each word lower-cased and reduced
+# to its stem by stem_text, so that "Онегин", "Онегина" and "Онегину" (or "station" and "stations") are one term.
+# Collections indexed before stemming stored "search_text": helpers.index.ensure_index indexes those again.
+TEXT_FIELD = "search_stems"
 # Qdrant's default word tokenizer, lowercased, with BM25 scoring on: works in embedded Qdrant and on a server alike.
 TEXT_INDEX = models.TextIndexParams(type=models.TextIndexType.TEXT, lowercase=True, scoring=True)
+WORD = re.compile(r"\w+")
+CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+LATIN = re.compile(r"[a-z\u00c0-\u024f]")
+_stemmers = threading.local()  # snowballstemmer's stemmers keep state while they work: one set per thread
 RRF_K = 60  # reciprocal rank fusion: score = sum over branches of 1 / (k + position), position 0 for the best
 
 RERANK_SCHEMA: dict[str, Any] = {
@@ -33,9 +43,24 @@ class MissingTextIndexError(RuntimeError):
     """A collection has no BM25 text index, so keyword and hybrid search cannot run on it."""
 
 
+def stem_word(word: str) -> str:
+    """A lower-case word's Snowball stem: the Russian stemmer for Cyrillic, the English one for Latin, else as is."""
+    language = "russian" if CYRILLIC.search(word) else "english" if LATIN.search(word) else None
+    if language is None:
+        return word
+    if not hasattr(_stemmers, language):
+        setattr(_stemmers, language, stemmer(language))
+    return getattr(_stemmers, language).stemWord(word)
+
+
+def stem_text(text: str) -> str:
+    """The words of a text, lower-cased and stemmed, joined by spaces: what BM25 stores and what it is asked."""
+    return " ".join(stem_word(w) for w in WORD.findall(text.lower()))
+
+
 def bm25_query(text: str) -> models.TextQuery:
-    """A BM25 query over the text index (use it with using=TEXT_FIELD)."""
-    return models.TextQuery(text=text)
+    """A BM25 query over the stemmed text index (use it with using=TEXT_FIELD): the question's words, stemmed."""
+    return models.TextQuery(text=stem_text(text))
 
 
 def hybrid_prefetch(

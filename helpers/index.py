@@ -12,7 +12,8 @@ from qdrant_client import QdrantClient, models
 from tqdm.auto import tqdm
 
 from helpers.chunking import Chunk
-from helpers.hybrid import TEXT_FIELD, TEXT_INDEX
+from helpers.embedders import with_prefix
+from helpers.hybrid import TEXT_FIELD, TEXT_INDEX, stem_text
 
 PROGRESS_AFTER_S = 3.0  # index_chunks shows a progress bar once embedding has taken this long
 ID_NAMESPACE = uuid.UUID("6f1c2a4e-9b7d-4e1a-8c3f-2d5e7a9b0c1d")  # fixed: the same chunk id gives the same point id
@@ -32,9 +33,16 @@ class VectorSizeMismatchError(ValueError):
 
 
 def embed_texts(
-    client: ollama.Client, texts: Sequence[str], *, model: str, batch_size: int = 32, progress: bool | None = None
+    client: ollama.Client,
+    texts: Sequence[str],
+    *,
+    model: str,
+    batch_size: int = 32,
+    progress: bool | None = None,
+    as_query: bool = False,
 ) -> list[list[float]]:
-    """Embed texts in batches; a tqdm bar: always (True), never (False), or once it takes over 3 s (None)."""
+    """Embed texts in batches, prefixed for the model (helpers.embedders); a tqdm bar: True always, None after 3 s."""
+    texts = with_prefix(model, list(texts), as_query=as_query)
     vectors: list[list[float]] = []
     starts = range(0, len(texts), batch_size)
     bar = tqdm(
@@ -111,8 +119,8 @@ def chunk_payload(chunk: Chunk) -> dict:
 
 
 def index_payload(chunk: Chunk) -> dict:
-    """chunk_payload plus the text BM25 reads (title + chunk text, as embedded): what index_chunks stores."""
-    return {**chunk_payload(chunk), TEXT_FIELD: embedding_text(chunk)}
+    """chunk_payload plus the text BM25 reads (title + chunk text, as embedded, stemmed): what index_chunks stores."""
+    return {**chunk_payload(chunk), TEXT_FIELD: stem_text(embedding_text(chunk))}
 
 
 def index_chunks(
@@ -162,6 +170,12 @@ def collection_vector_size(qdrant: QdrantClient, collection: str) -> int | None:
     return vectors.size if isinstance(vectors, models.VectorParams) else None
 
 
+def has_text_field(qdrant: QdrantClient, collection: str) -> bool:
+    """True unless the collection's points lack TEXT_FIELD (indexed before the BM25 text was stemmed)."""
+    points, _ = qdrant.scroll(collection, limit=1, with_payload=True, with_vectors=False)
+    return not points or TEXT_FIELD in (points[0].payload or {})
+
+
 def ensure_index(
     client: ollama.Client,
     qdrant: QdrantClient,
@@ -175,7 +189,8 @@ def ensure_index(
     """Index the chunks unless the collection already holds each of them with vectors of the embedder's size.
 
     A collection with vectors of another size (EMBED_MODEL changed) is deleted and indexed again (recreate=False:
-    VectorSizeMismatchError saying the fix). Returns the points written (0: the index was already complete).
+    VectorSizeMismatchError saying the fix); one whose points lack the stemmed BM25 text (indexed before stemming) is
+    indexed again in place. Returns the points written (0: the index was already complete).
     """
     size = collection_vector_size(qdrant, collection)
     if size is not None:
@@ -188,6 +203,6 @@ def ensure_index(
                     "again, or use a new collection name."
                 )
             qdrant.delete_collection(collection)
-        elif qdrant.count(collection).count == len(chunks):
+        elif qdrant.count(collection).count == len(chunks) and has_text_field(qdrant, collection):
             return 0
     return index_chunks(client, qdrant, collection, chunks, embed_model=embed_model, progress=progress)

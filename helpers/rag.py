@@ -9,6 +9,7 @@ import ollama
 from qdrant_client import QdrantClient, models
 
 from helpers.hybrid import hybrid_points
+from helpers.index import embed_texts
 from helpers.language import ENGLISH
 
 NOT_IN_DOCS = ENGLISH.not_in_docs  # the exact refusal sentence (Russian: helpers.language.RUSSIAN)
@@ -39,8 +40,8 @@ def retrieve(
     hybrid: bool = False,
 ) -> list[Hit]:
     """Embed the query and return the k most similar chunks, best first (hybrid=True: dense + BM25 fused by RRF)."""
-    vector = client.embed(model=embed_model, input=query).embeddings[0]
-    return search(qdrant, collection, list(vector), query, k=k, query_filter=query_filter, hybrid=hybrid)
+    (vector,) = embed_texts(client, [query], model=embed_model, progress=False, as_query=True)
+    return search(qdrant, collection, vector, query, k=k, query_filter=query_filter, hybrid=hybrid)
 
 
 def search(

@@ -18,6 +18,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
+from helpers.embedders import with_prefix
 from helpers.guardrails import Guard
 from helpers.history import rewrite_query
 from helpers.language import texts_for
@@ -148,7 +149,8 @@ class RagTurn:
         self._heard("retrieve")
         with self.stage("retrieve", model=self.embed_model, request_id=request_id):
             with self.stage("embed", model=self.embed_model, query_chars=len(query)):
-                vector = self.call("embed", self.client.embed, model=self.embed_model, input=query).embeddings[0]
+                (text,) = with_prefix(self.embed_model, [query], as_query=True)  # e5 models: "query: " first
+                vector = self.call("embed", self.client.embed, model=self.embed_model, input=text).embeddings[0]
             with self.stage("search", collection=self.collection, k=self.k, hybrid=self.hybrid) as stage:
                 hits = search(
                     self.qdrant,

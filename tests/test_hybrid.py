@@ -6,6 +6,7 @@ Fast tests use embedded Qdrant with hand-made vectors (no model); the slow ones 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 from ollama._types import Logprob, TokenLogprob
@@ -18,14 +19,16 @@ from helpers.hybrid import (
     TEXT_FIELD,
     MissingTextIndexError,
     bm25_points,
+    bm25_query,
     grade_from_logprobs,
     hybrid_points,
     hybrid_prefetch,
     mmr_points,
     rerank,
     rrf,
+    stem_text,
 )
-from helpers.index import ensure_collection, index_chunks, index_payload, point_id
+from helpers.index import ensure_collection, ensure_index, index_chunks, index_payload, point_id
 from helpers.rag import retrieve
 
 TEXTS = [  # (category, title, text); vectors are made by hand below
@@ -144,6 +147,67 @@ def test_a_collection_without_the_text_index_gives_a_clear_error_and_is_upgraded
     ensure_collection(qdrant, "old", size=len(TEXTS))  # what index_chunks calls first: it adds the index
     assert bm25_points(qdrant, "old", "FTP-3", k=1)[0].payload["doc_id"] == "d2"
     assert qdrant.count("old").count == len(TEXTS)
+
+
+def test_stemming_joins_russian_inflections_and_english_plurals():
+    assert stem_text("Онегин") == stem_text("Онегина") == stem_text("Онегину") == stem_text("ОНЕГИНЫМ") == "онегин"
+    assert stem_text("station") == stem_text("Stations") and stem_text("glaciers") == stem_text("glacier")
+    # the stemmer is chosen per word by its script: an English stemmer would leave the Russian word whole
+    assert stem_text("Tatiana писала письма letters") == "tatiana писа письм letter"
+    assert bm25_query("Где Онегину?").text == "где онегин"
+
+
+RUSSIAN = [  # (title, text): a query in another grammatical case than the text must still find it
+    ("Глава первая", "Онегин приехал в деревню к умирающему дяде."),
+    ("Письмо", "Татьяна пишет письмо Онегину ночью."),
+    ("Stations", "Both field stations keep spare radios."),
+]
+
+
+@pytest.fixture()
+def inflected() -> QdrantClient:
+    """Embedded Qdrant holding RUSSIAN, stored through index_payload (so stemmed)."""
+    qdrant = QdrantClient(":memory:")
+    ensure_collection(qdrant, "ru", size=3)
+    points = [
+        models.PointStruct(
+            id=point_id(f"r{i}#0"),
+            vector=vector(i, 3),
+            payload=index_payload(Chunk(f"r{i}#0", f"r{i}", 0, text, {"title": title})),
+        )
+        for i, (title, text) in enumerate(RUSSIAN)
+    ]
+    qdrant.upsert("ru", points=points)
+    return qdrant
+
+
+def test_bm25_finds_a_word_in_another_case_or_number(inflected):
+    # "Онегина" (genitive) appears in neither text; both hold a form of it. Unstemmed, BM25 would find nothing.
+    assert {p.payload["doc_id"] for p in bm25_points(inflected, "ru", "письмо Онегина", k=3)} == {"r0", "r1"}
+    assert bm25_points(inflected, "ru", "письма", k=3)[0].payload["doc_id"] == "r1"
+    assert [p.payload["doc_id"] for p in bm25_points(inflected, "ru", "station radio", k=3)] == ["r2"]
+
+
+def test_ensure_index_indexes_again_a_collection_stored_before_stemming():
+    fake = SimpleNamespace(  # fast tier: a fake embedder, hand-made vectors (the real models are in the slow tier)
+        embed=lambda model, input: SimpleNamespace(
+            embeddings=[vector(0, 3)] * (1 if isinstance(input, str) else len(input))
+        )
+    )
+    chunks = [Chunk(f"r{i}#0", f"r{i}", 0, text, {"title": title}) for i, (title, text) in enumerate(RUSSIAN)]
+    qdrant = QdrantClient(":memory:")
+    ensure_collection(qdrant, "old", size=3)
+    old = [{**index_payload(c), "search_text": c.text} for c in chunks]  # as stored before: raw text, no stems
+    for payload in old:
+        del payload[TEXT_FIELD]
+    qdrant.upsert(
+        "old",
+        points=[models.PointStruct(id=point_id(c.id), vector=vector(0, 3), payload=p) for c, p in zip(chunks, old)],
+    )
+    assert bm25_points(qdrant, "old", "Онегину", k=3) == [], "the old points hold no stemmed text"
+    assert ensure_index(fake, qdrant, "old", chunks, embed_model="all-minilm") == len(chunks)
+    assert {p.payload["doc_id"] for p in bm25_points(qdrant, "old", "Онегину", k=3)} == {"r0", "r1"}
+    assert ensure_index(fake, qdrant, "old", chunks, embed_model="all-minilm") == 0, "complete: nothing written"
 
 
 def test_mmr_returns_k_distinct_points(tiny):

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 CHAT = "smollm2:135m"
 EMBED = "all-minilm"
+E5 = "multilingual-e5-small:latest"
 METRICS = (
     "total_duration",
     "load_duration",
@@ -40,12 +41,12 @@ def test_root_and_version(stand_in):
     assert httpx.get(stand_in[0] + "/").text == "Ollama is running"
     body = httpx.get(stand_in[0] + "/api/version").json()
     assert body["version"] and body["workshop_stand_in"] is True
-    assert body["port"] == stand_in[1].server_address[1] and body["models"] == [CHAT, "all-minilm:latest"]
+    assert body["port"] == stand_in[1].server_address[1] and body["models"] == [CHAT, "all-minilm:latest", E5]
 
 
 def test_list_models(client):
     models = {m.model: m for m in client.list().models}
-    assert set(models) == {CHAT, "all-minilm:latest"}
+    assert set(models) == {CHAT, "all-minilm:latest", E5}
     for m in models.values():
         assert isinstance(m.modified_at, datetime) and m.size > 1_000_000 and len(m.digest) == 64
 

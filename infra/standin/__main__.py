@@ -32,7 +32,8 @@ def serve(settings: StandInSettings, port: int) -> int:
     log = logging.getLogger("workshop.stand-in")
     registry = Registry(chat_gguf=settings.chat_gguf, chat_name=settings.chat_name)
     for served in registry.models.values():
-        served.get()  # warm: the readiness probe answers only once the models are loaded
+        if served.warm:
+            served.get()  # the readiness probe answers only once these are loaded; the others load when asked
     try:
         server = make_server(port, registry)
     except OSError as exc:

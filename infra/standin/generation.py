@@ -186,12 +186,13 @@ async def vectors(
 
     def body(model: Any, load_ns: int, cancelled: threading.Event) -> Iterator[dict]:
         if not truncate:
-            too_long = [i for i, n in enumerate(model.count_tokens(texts)) if n > EMBED_MAX_TOKENS]
+            limit = getattr(model, "max_tokens", EMBED_MAX_TOKENS)
+            too_long = [i for i, n in enumerate(model.count_tokens(texts)) if n > limit]
             if too_long:
                 raise ApiError(
                     400,
                     f"input {too_long[0]} exceeds the model's context length "
-                    f"({EMBED_MAX_TOKENS} tokens); send shorter text or truncate=true",
+                    f"({limit} tokens); send shorter text or truncate=true",
                 )
         vecs, n_tokens = model.embed(texts) if texts else ([], 0)
         yield {"vectors": [[float(x) for x in v] for v in vecs], "tokens": n_tokens, "load_ns": load_ns}

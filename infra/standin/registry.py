@@ -14,8 +14,9 @@ from typing import Any
 
 from infra.standin.errors import USE_REAL_OLLAMA, ApiError
 from infra.standin.jobs import FifoLock
+from infra.standin.models.embedder import EMBED_MAX_TOKENS
 from infra.standin.models.grammar import make_grammar, make_tool_grammar
-from infra.standin.settings import CHAT_NAME, EMBED_NAME
+from infra.standin.settings import CHAT_NAME, E5_NAME, EMBED_NAME
 
 log = logging.getLogger("workshop.stand-in")
 
@@ -49,6 +50,8 @@ class Served:
     info: dict = field(default_factory=dict)  # template and metadata, kept after an unload for /api/show
     lock: FifoLock = field(default_factory=FifoLock)
     loading: threading.Lock = field(default_factory=threading.Lock)
+    context_length: int = EMBED_MAX_TOKENS  # an embedder's token limit (a chat model's is its num_ctx)
+    warm: bool = True  # loaded when the stand-in starts; False: on its first request (memory: Binder has ~2 GB)
 
     def get(self) -> tuple[Any, int]:
         """The loaded model, and the nanoseconds this call spent loading it (0 when already loaded)."""
@@ -108,12 +111,21 @@ class Served:
 
 
 def default_models(chat_gguf: str | None = None, chat_name: str | None = None) -> list[Served]:
-    """SmolLM2-135M (or the GGUF file given) and all-MiniLM-L6-v2, from their pip packages."""
-    from infra.standin.models import ChatModel, Embedder, minilm_onnx, smollm2_gguf
+    """SmolLM2-135M (or the GGUF file given), all-MiniLM-L6-v2 and multilingual-e5-small, from their pip packages."""
+    from infra.standin.models import (
+        E5_MAX_TOKENS,
+        ChatModel,
+        E5Embedder,
+        Embedder,
+        ModelFilesMissingError,
+        e5_model_file,
+        minilm_onnx,
+        smollm2_gguf,
+    )
 
     gguf = Path(chat_gguf) if chat_gguf else smollm2_gguf()
     name = chat_name or (CHAT_NAME if not chat_gguf else canonical(gguf.stem.lower()))
-    return [
+    served = [
         Served(
             name=canonical(name),
             kind="chat",
@@ -133,6 +145,25 @@ def default_models(chat_gguf: str | None = None, chat_name: str | None = None) -
             loader=Embedder,
         ),
     ]
+    try:
+        e5_file = e5_model_file()
+    except ModelFilesMissingError as exc:  # an older install: serve the rest, and say how to get it
+        log.warning("multilingual-e5-small is not served: %s", exc)
+        return served
+    served.append(
+        Served(
+            name=E5_NAME,
+            kind="embed",
+            path=e5_file,
+            family="bert",
+            parameter_size="118M",
+            quantization="Q4_0",
+            loader=E5Embedder,
+            context_length=E5_MAX_TOKENS,
+            warm=False,
+        )
+    )
+    return served
 
 
 class Registry:

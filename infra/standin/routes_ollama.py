@@ -14,7 +14,7 @@ from infra.standin.body import read_request
 from infra.standin.errors import ApiError
 from infra.standin.generation import chat_plan, common_fields, generation, load_only, vectors
 from infra.standin.jobs import ndjson
-from infra.standin.models.embedder import EMBED_DIM, EMBED_MAX_TOKENS
+from infra.standin.models.embedder import EMBED_DIM
 from infra.standin.models.sampling import STAND_IN_NUM_PREDICT, SamplingOptions
 from infra.standin.registry import Registry
 from infra.standin.settings import REPO_ROOT
@@ -60,7 +60,7 @@ async def ps(request: Request) -> Response:
                     **m.listing(),
                     "expires_at": "2099-01-01T00:00:00Z",
                     "size_vram": 0,
-                    "context_length": SamplingOptions().num_ctx if m.kind == "chat" else EMBED_MAX_TOKENS,
+                    "context_length": SamplingOptions().num_ctx if m.kind == "chat" else m.context_length,
                 }
                 for m in loaded
             ]
@@ -84,7 +84,7 @@ async def show(request: Request) -> Response:
     else:
         info = {
             "general.architecture": "bert",
-            "bert.context_length": EMBED_MAX_TOKENS,
+            "bert.context_length": m.context_length,
             "bert.embedding_length": EMBED_DIM,
         }
         template = ""

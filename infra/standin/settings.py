@@ -14,6 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT = 11435
 CHAT_NAME = "smollm2:135m"  # the name the stand-in serves SmolLM2-135M-Instruct under
 EMBED_NAME = "all-minilm:latest"  # all-MiniLM-L6-v2, 384-d
+E5_NAME = "multilingual-e5-small:latest"  # multilingual-e5-small (4-bit), 384-d, 100 languages; loaded when asked
 PORT_VARIABLE = "WORKSHOP_STAND_IN_PORT"
 NO_MODELS_VARIABLE = "WORKSHOP_NO_REAL_MODELS"  # set by the fast test tier: loading a real model is then an error
 

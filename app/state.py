@@ -17,6 +17,7 @@ from helpers.guardrails import Guard
 from helpers.history import HistoryStore
 from helpers.language import resolve_language
 from helpers.index import collection_vector_size, ensure_index
+from helpers.language import resolve_language
 from helpers.metrics import MetricsLog
 from helpers.resilience import CircuitBreaker, make_client, retrying
 from helpers.setup import Config

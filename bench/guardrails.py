@@ -1,6 +1,7 @@
 """Lesson 15's measurement on every case: attacks, benign false positives, latency and answer quality, per layer.
 
     .venv/bin/python -m bench.guardrails [--benign-answers 103] [--timed 10] [--attacks ID,ID] [--k 4] [--threads N]
+                                         [--language ru]
 
 A private stand-in runs in a child process (bench.common). The clean handbook is indexed into embedded Qdrant,
 then a separate collection holds it plus a poisoned copy of a page per document-channel attack (helpers.attacks).
@@ -8,6 +9,8 @@ Every attack of data/attacks/attacks.jsonl is asked with no defence, with each l
 before, and with every layer but the marked sources; the input and source checks run on all 103 handbook questions,
 the answers (needed by the output checks, and by the answer-quality column: lesson 09's checks on what the user is
 shown) on the first --benign-answers of them, the latency with and without each layer on the first --timed.
+--language ru: the Russian attacks and benign questions of data/attacks/ (same handbook index), the guard's prompt
+and refusals in Russian; they have no gold answers, so the answer-quality column is "-".
 Temperature 0 and a seed: the same prompt gives the same answer, so a layer that leaves the prompt unchanged reuses
 it. Prints one table, in Markdown.
 """
@@ -23,13 +26,14 @@ import ollama
 from qdrant_client import QdrantClient
 
 from bench.common import load_note, private_stand_in, progress
-from helpers.attacks import Runner, attack_succeeded, checkable, index_poisoned, layer_row, load_attacks, planted_in
+from helpers.attacks import Runner, attack_succeeded, checkable, index_poisoned, layer_row, load_attack_set, planted_in
 from helpers.chunking import chunk_documents
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
-from helpers.corpus import load_documents, load_questions
+from helpers.corpus import load_documents
 from helpers.evaluation import contains_answer, is_refusal
 from helpers.guardrails import NONE, GuardSettings, cumulative_layers
 from helpers.index import index_chunks
+from helpers.language import LANGUAGES
 
 COLUMNS = [
     "layers",
@@ -54,7 +58,7 @@ def markdown(rows: list[dict]) -> str:
 
 def answer_quality(runner: Runner, settings: GuardSettings, questions: list[dict]) -> str:
     """Lesson 09's checks on what the user is shown: the gold answer in it, or a refusal for an unanswerable one."""
-    if not questions:
+    if not questions or "answer" not in questions[0]:
         return "-"
     shown = [runner.run(q, settings).shown for q in questions]
     ok = [contains_answer(a, q["answer"]) if q["doc_ids"] else is_refusal(a) for q, a in zip(questions, shown)]
@@ -70,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-predict", type=int, default=80)
     parser.add_argument("--host", default="", help="an Ollama API to use instead of a private stand-in")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads of the private stand-in")
+    parser.add_argument("--language", choices=LANGUAGES, default="en", help="the attack and benign sets, the prompt")
     args = parser.parse_args(argv)
-    attacks = load_attacks()
+    attacks, benign = load_attack_set(args.language)
     if args.attacks:
         wanted = set(args.attacks.split(","))
         attacks = [c for c in attacks if c["id"] in wanted]
-    benign = load_questions()
     options = {"temperature": 0, "seed": 42, "num_predict": args.num_predict, "num_ctx": 4096}
     started = time.perf_counter()
     with private_stand_in(args.threads) if not args.host else contextlib.nullcontext(args.host) as url:
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             embed_model=EMBED_MODEL,
             options=options,
             k=args.k,
+            language=args.language,
         )
         delivered = [c["id"] for c in attacks if planted_in(c, runner.hits(c))]
         progress(

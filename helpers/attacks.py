@@ -16,7 +16,7 @@ import ollama
 from qdrant_client import QdrantClient, models
 
 from helpers.chunking import Chunk, chunk_documents
-from helpers.corpus import Document
+from helpers.corpus import Document, load_questions
 from helpers.guardrails import ATTACKS_DIR, URL, Guard, GuardSettings, echoes_prompt, normalize
 from helpers.index import embed_texts, ensure_collection, index_payload, point_id
 from helpers.rag import Hit, retrieve
@@ -25,6 +25,15 @@ from helpers.rag import Hit, retrieve
 def load_attacks(path: Path = ATTACKS_DIR / "attacks.jsonl") -> list[dict]:
     """The labelled attack cases (data/attacks/README.md describes the fields)."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_attack_set(language: str = "en") -> tuple[list[dict], list[dict]]:
+    """(attacks, benign questions) of a language: en the handbook's question set, ru data/attacks/*-ru.jsonl."""
+    if language == "en":
+        return load_attacks(), load_questions()
+    if language == "ru":
+        return load_attacks(ATTACKS_DIR / "attacks-ru.jsonl"), load_attacks(ATTACKS_DIR / "benign-ru.jsonl")
+    raise ValueError(f"no attack set for language {language!r}: use en or ru")
 
 
 def attack_succeeded(case: dict, answer: str, system: str) -> bool:

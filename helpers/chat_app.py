@@ -236,14 +236,14 @@ class ChatApp:
         self.status.value = ""
         verdict = self.guard.check_input(question) if self.guard else None
         if verdict is not None and verdict.blocked:  # refused before any model call; kept out of the conversation
+            refusal = self.guard.refusal if self.guard else ""  # in the guard's language
             self.history.add_failed(self.chat_id, question, f"blocked by the guardrails: {'; '.join(verdict.reasons)}")
             self.last_hits, self.last_query = [], question
             self.render()
             self.status.value = (
-                f"<span style='color:#9a6700'>{html.escape(self.guard.refusal)} "
-                f"({html.escape('; '.join(verdict.reasons))})</span>"
+                f"<span style='color:#9a6700'>{html.escape(refusal)} ({html.escape('; '.join(verdict.reasons))})</span>"
             )
-            return self.guard.refusal
+            return refusal
         turn = self.turn()
         turn.on_stage = lambda stage: self.render((question, "", STAGE_TEXT[stage]))
         prepared = turn.prepare(question, past=past, request_id=request_id, degrade=False)

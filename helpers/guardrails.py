@@ -39,60 +39,61 @@ SOURCE_THRESHOLD = 0.66  # a sentence of a retrieved chunk: the clean handbook's
 
 # ---------------------------------------------------------------- normalising and decoding
 INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
-LOOKALIKES = {  # Cyrillic and Greek letters that look Latin (NFKC leaves them alone)
-    "а": "a",
-    "е": "e",
-    "о": "o",
-    "р": "p",
-    "с": "c",
-    "у": "y",
-    "х": "x",
-    "і": "i",
-    "ј": "j",
-    "ѕ": "s",
-    "ԁ": "d",
-    "ɡ": "g",
-    "һ": "h",
-    "ո": "n",
-    "ѵ": "v",
-    "ԝ": "w",
-    "ӏ": "l",
-    "А": "A",
-    "В": "B",
-    "Е": "E",
-    "К": "K",
-    "М": "M",
-    "Н": "H",
-    "О": "O",
-    "Р": "P",
-    "С": "C",
-    "Т": "T",
-    "Х": "X",
-    "І": "I",
-    "Ѕ": "S",
-    "α": "a",
-    "ε": "e",
-    "ι": "i",
-    "ο": "o",
-    "ρ": "p",
-    "τ": "t",
-    "υ": "u",
-    "ν": "v",
-    "κ": "k",
-    "Α": "A",
-    "Β": "B",
-    "Ε": "E",
-    "Ι": "I",
-    "Κ": "K",
-    "Μ": "M",
-    "Ν": "N",
-    "Ο": "O",
-    "Ρ": "P",
-    "Τ": "T",
-    "Χ": "X",
-}
-HOMOGLYPHS = str.maketrans(LOOKALIKES)
-TO_CYRILLIC = str.maketrans({LOOKALIKES[c]: c for c in "аеорсухАВЕКМНОРСТХ"})  # Latin letters that look Russian
+HOMOGLYPHS = str.maketrans(
+    {  # Cyrillic and Greek letters that look Latin (NFKC leaves them alone)
+        "а": "a",
+        "е": "e",
+        "о": "o",
+        "р": "p",
+        "с": "c",
+        "у": "y",
+        "х": "x",
+        "і": "i",
+        "ј": "j",
+        "ѕ": "s",
+        "ԁ": "d",
+        "ɡ": "g",
+        "һ": "h",
+        "ո": "n",
+        "ѵ": "v",
+        "ԝ": "w",
+        "ӏ": "l",
+        "А": "A",
+        "В": "B",
+        "Е": "E",
+        "К": "K",
+        "М": "M",
+        "Н": "H",
+        "О": "O",
+        "Р": "P",
+        "С": "C",
+        "Т": "T",
+        "Х": "X",
+        "І": "I",
+        "Ѕ": "S",
+        "α": "a",
+        "ε": "e",
+        "ι": "i",
+        "ο": "o",
+        "ρ": "p",
+        "τ": "t",
+        "υ": "u",
+        "ν": "v",
+        "κ": "k",
+        "Α": "A",
+        "Β": "B",
+        "Ε": "E",
+        "Ι": "I",
+        "Κ": "K",
+        "Μ": "M",
+        "Ν": "N",
+        "Ο": "O",
+        "Ρ": "P",
+        "Τ": "T",
+        "Χ": "X",
+    }
+)
+TO_CYRILLIC = str.maketrans({HOMOGLYPHS[ord(c)]: c for c in "аеорсухАВЕКМНОРСТХ"})  # Latin letters that look Russian
 WORD = re.compile(r"[^\W\d_]+")  # a run of letters
 BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}[\s:]?){10,}\b")
@@ -104,22 +105,29 @@ def _own_cyrillic(ch: str) -> bool:
     return "\u0400" <= ch <= "\u04ff" and ord(ch) not in HOMOGLYPHS
 
 
-def _fold_word(match: re.Match) -> str:
-    """A word that mixes Latin and other letters, folded towards the script of its own letters; others unchanged."""
-    word = match.group()
+def _own_scripts(text: str) -> tuple[int, int]:
+    """(Cyrillic, Latin) letters of text that look like no letter of the other script."""
+    return sum(map(_own_cyrillic, text)), sum(
+        ch.isascii() and ch.isalpha() and ord(ch) not in TO_CYRILLIC for ch in text
+    )
+
+
+def _fold_word(word: str, *, russian: bool) -> str:
+    """A word that mixes Latin and other letters, folded towards the script of its own letters (a tie: the text's)."""
     latin = sum(ch.isascii() for ch in word)
     if latin in (0, len(word)):
         return word
-    own_latin = sum(ch.isascii() and ord(ch) not in TO_CYRILLIC for ch in word)
-    return word.translate(TO_CYRILLIC if sum(map(_own_cyrillic, word)) > own_latin else HOMOGLYPHS)
+    cyrillic, own_latin = _own_scripts(word)
+    return word.translate(TO_CYRILLIC if cyrillic > own_latin or (cyrillic == own_latin and russian) else HOMOGLYPHS)
 
 
 def fold_lookalikes(text: str) -> str:
     """Look-alike letters folded: all to Latin in a text with no real Cyrillic letter (the English case), else
     only inside words that mix scripts (іgnоrе -> ignore, игнoрируй -> игнорируй), so Russian words stay Russian."""
-    if not any(map(_own_cyrillic, text)):
+    cyrillic, latin = _own_scripts(text)
+    if not cyrillic:
         return text.translate(HOMOGLYPHS)
-    return WORD.sub(_fold_word, text)
+    return WORD.sub(lambda m: _fold_word(m.group(), russian=cyrillic > latin), text)
 
 
 def normalize(text: str) -> str:
@@ -174,7 +182,7 @@ RUSSIAN_RULES = {  # the same attacks, phrased in Russian (the Russian set: data
     rf"директив|промпт){_W}",
     "reveal the system prompt (ru)": rf"(покаж|выведи|выводи|повтори|раскрой|раскрыв|напечатай|процитируй|скажи|"
     rf"перескажи|выдай|перечисли|озвучь|какие|какой|каков|что (написано|сказано) в){_W}[^.!?\n]{{0,40}}?"
-    rf"(системн{_W} (промпт|подсказк|инструкци|сообщени|запрос)|\b(сво|тво|ваш){_W} "
+    rf"((системн|исходн|начальн|первоначальн){_W} (промпт|подсказк|инструкци|сообщени|запрос)|\b(сво|тво|ваш){_W} "
     rf"(инструкци|правил|промпт|настройк|указани)|скрыт{_W} (инструкци|правил|промпт|указани)|(текст|"
     rf"инструкци|сообщени|слова){_W} (выше|до этого|в начале)|перв{_W} сообщени){_W}",
     "role-play jailbreak (ru)": rf"(теперь ты|отныне ты|с этого момента ты|притворись|представь,? что ты|"
@@ -187,7 +195,7 @@ RUSSIAN_RULES = {  # the same attacks, phrased in Russian (the Russian set: data
     rf"вставь){_W}[^.\n]{{0,80}}(ссылк|url|картинк|изображени|адрес|https?://)",
     "text addressed to the AI (ru)": rf"(примечани|сообщени|внимани|инструкци|задани|указани|просьб|заметк)"
     rf"{_W}\s+(для|к)\s+(ии|ассистент|чат-?бот|бот|модел|нейросет|языков{_W} модел){_W}\b|(^|[.!?\n]\s*)"
-    rf"((уважаем|дорог){_W}\s+)?(ии|ассистент|чат-?бот|нейросеть|модель)\s*[:,]",
+    rf"((уважаем|дорог){_W}\s+)?(ии-?)?(ии|ассистент|чат-?бот|нейросет|модел){_W}\s*[:,]",
     "forced output (ru)": rf"(ответь|отвечай|скажи|выведи|напиши|напечатай|начни|закончи|заверши){_W}[^.\n]{{0,30}}"
     rf"(только|лишь|ровно|всегда|исключительно)[^.\n]{{0,30}}?([\"«“„]|\w+-\d{{2,}})",
 }
@@ -414,6 +422,8 @@ class Guard:
         variants = [plain, *decode_obfuscation(text)]
         if rules:
             for i, variant in enumerate(variants):
+                if i and variant == plain:  # e.g. the ROT13 reading of a text with no Latin letter
+                    continue
                 reasons += [f"rule: {r}" + (" (decoded)" if i else "") for r in rule_hits(variant)]
         if similarity and not reasons:  # one embedding call, only when no rule matched
             parts = [p for v in variants[:-1] for p in (sentences(v) if split else [v])] or [plain]
@@ -457,7 +467,9 @@ class Guard:
         if not self.settings.check_output:
             return Checked(answer)
         if echoes_prompt(answer, self.system_prompt):
-            return Checked(self.texts.prompt_echo_refusal, ["the answer repeated the system prompt: refused"], refused=True)
+            return Checked(
+                self.texts.prompt_echo_refusal, ["the answer repeated the system prompt: refused"], refused=True
+            )
         allowed = "\n".join(h.text for h in hits)
         text, changes = unicodedata.normalize("NFKC", answer), []  # full-width or styled letters read as plain
         if INVISIBLE.search(text) or fold_lookalikes(text) != text:

@@ -99,7 +99,7 @@ def cyrillic_share(texts: Iterable[str]) -> float:
 
 
 def detect_language(texts: Iterable[str]) -> str:
-    """"ru" when at least half of the letters are Cyrillic, else "en"."""
+    """The language of texts: "ru" when at least half of their letters are Cyrillic, else "en"."""
     return "ru" if cyrillic_share(texts) >= CYRILLIC_SHARE else "en"
 
 

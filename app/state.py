@@ -15,7 +15,6 @@ from helpers.chunking import chunk_documents
 from helpers.corpus import load_documents
 from helpers.guardrails import Guard
 from helpers.history import HistoryStore
-from helpers.language import resolve_language
 from helpers.index import collection_vector_size, ensure_index
 from helpers.language import resolve_language
 from helpers.metrics import MetricsLog

@@ -14,7 +14,9 @@ from helpers.index import index_chunks
 LESSON_CHUNKS = [(200, 40), (400, 100)]  # the workshop's chunk size and the original project's, as lesson 12 compares
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # The lesson's best configuration per language, from its grid (section 6): chunk size, overlap, embedder, hybrid.
-BEST = {"ru": (200, 40, "multilingual-e5-small", True), "en": (200, 40, "multilingual-e5-small", True)}
+# Measured in fast mode (chapters 1-2; hit@5 then MRR): Russian 0.600 with e5 + hybrid at 400/100, English 0.867
+# with MiniLM dense at 200/40. The check runs on the whole book, with questions the lesson never shows.
+BEST = {"ru": (400, 100, "multilingual-e5-small", True), "en": (200, 40, "all-minilm", False)}
 HELD_OUT_BAR = 3  # of 5 held-out questions per language with their passage in the top 5: fixed before the first run
 
 

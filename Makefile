@@ -6,6 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 DATASET ?= ../shared/datasets/scifact
+XQUAD ?= ../shared/datasets/xquad
 # Extra JupyterLab options, e.g. make lab LAB_ARGS="--port 8890 --no-browser". scripts/lab.py holds the options
 # `make lab` always uses (the repository as the server's root, lesson 00 as the first page, --allow-root as root);
 # the JupyterLab browser test starts JupyterLab with the same script.
@@ -19,7 +20,7 @@ ifeq ($(shell uname -s)-$(shell uname -m),Linux-x86_64)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 endif
 
-.PHONY: lab test test-fast test-slow install install-offline hub-proxy bench bench-room bench-load serve stop strip lint lock clean help
+.PHONY: lab test test-fast test-slow install install-offline hub-proxy bench bench-room bench-load bench-xquad serve stop strip lint lock clean help
 
 help:
 	@echo "make lab     install (first time only) and open JupyterLab, served from the repository root, on lesson 00"
@@ -33,6 +34,7 @@ help:
 	@echo "make bench-load  16 concurrent chats x 3 turns against the served app (LOAD_ARGS=\"--chats 4\")"
 	@echo "make stop    stop the offline stand-in server"
 	@echo "make hub-proxy  JupyterHub's proxy (configurable-http-proxy, from npm) into infra/hub/node_modules"
+	@echo "make bench-xquad  English vs Russian retrieval on XQUAD=$(XQUAD), all-minilm vs multilingual-e5-small (XQUAD_ARGS=\"--limit 20\")"
 	@echo "make bench-room  N learners asking lesson 06's questions at once of one backend (ROOM_ARGS=\"--learners 30\")"
 
 $(VENV)/.base: requirements/base.txt requirements/models-base.txt pyproject.toml
@@ -110,6 +112,9 @@ serve: $(VENV)/.base
 	$(PY) -m app $(SERVE_ARGS)
 
 ROOM_ARGS ?=
+bench-xquad: $(VENV)/.offline
+	$(PY) -m bench.xquad $(XQUAD) $(XQUAD_ARGS)
+
 bench-room: $(VENV)/.offline
 	$(PY) -m bench.room $(ROOM_ARGS)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import retrieval, stand_in
+from bench import retrieval, stand_in, xquad
 from helpers.chunking import minilm_tokenizer
 from helpers.corpus import load_documents, load_questions
 from helpers.index import embedding_text
@@ -118,3 +118,47 @@ def test_stand_in_bench_one_short_round(bench_stand_in):
     for row in ("decode tokens/s", "time to first token (ms)", "embed chunks/s"):
         line = next(line for line in out.splitlines() if line.startswith(row))
         assert line.endswith(("PASS", "MISS")), line
+
+
+def write_tiny_xquad(folder: Path) -> None:
+    """xquad.en.json and xquad.ru.json in SQuAD format: two articles, three paragraphs, four questions."""
+    for lang, words in (("en", ["One", "Two", "Three"]), ("ru", ["Один", "Два", "Три"])):
+        paragraphs = [
+            {"context": f"\ufeff{w} paragraph.", "qas": [{"id": f"q{i}", "question": f"{w}?", "answers": []}]}
+            for i, w in enumerate(words)
+        ]
+        paragraphs[0]["qas"].append({"id": "q9", "question": "Again?", "answers": []})
+        data = {"data": [{"title": "A", "paragraphs": paragraphs[:2]}, {"title": "B", "paragraphs": paragraphs[2:]}]}
+        (folder / f"xquad.{lang}.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def test_xquad_reads_paragraphs_as_documents_and_limits(tmp_path):
+    write_tiny_xquad(tmp_path)
+    docs, questions = xquad.load_xquad(tmp_path, "ru")
+    assert [d.id for d in docs] == ["A-0", "A-1", "B-0"] and docs[0].text == "Один paragraph." and not docs[0].title
+    assert [(q.id, q.doc_id) for q in questions] == [("q0", "A-0"), ("q9", "A-0"), ("q1", "A-1"), ("q2", "B-0")]
+    docs, questions = xquad.load_xquad(tmp_path, "en", limit=1)
+    assert len(docs) == 1 and {q.doc_id for q in questions} == {"A-0"}
+    with pytest.raises(SystemExit, match="xquad.en.json"):
+        xquad.load_xquad(tmp_path / "missing", "en")
+
+
+def test_xquad_metrics_by_hand():
+    ranked = [["a", "b"], ["b", "b", "a"], ["c", "d", "e", "f", "g", "a"], ["x"]]
+    hit1, hit5, mrr = xquad.score(ranked, ["a", "a", "a", "a"])
+    assert hit1 == 0.25 and hit5 == 0.5  # the repeated "b" counts once: "a" is second
+    assert mrr == pytest.approx((1 + 1 / 2 + 1 / 6 + 0) / 4)
+    with pytest.raises(ValueError):
+        xquad.score([], [])
+
+
+def test_xquad_acceptance_needs_both_languages_and_a_small_gap():
+    def row(lang: str, hit1: float) -> xquad.Row:
+        return xquad.Row(lang, "multilingual-e5-small", "hybrid", 10, hit1, 1.0, 1.0, 1.0)
+
+    assert xquad.acceptance([row("en", 0.90), row("ru", 0.86)])[0]
+    assert not xquad.acceptance([row("en", 0.95), row("ru", 0.86)])[0]  # gap 0.09
+    assert not xquad.acceptance([row("en", 0.80), row("ru", 0.78)])[0]  # below 0.80
+    ok, text = xquad.acceptance([row("ru", 0.9)])
+    assert not ok and "both languages" in text
+    assert "PASS" in xquad.format_report([row("en", 0.90), row("ru", 0.86)], "note")

@@ -10,6 +10,9 @@ from typing import Any
 from prometheus_client import Counter
 from qdrant_client import QdrantClient
 
+from app.keys import KEYS_FILE, KeyStore
+from app.limits import Limits
+from helpers.cache import TurnCaches
 from helpers.chunking import chunk_documents
 from helpers.corpus import load_documents
 from helpers.guardrails import Guard
@@ -45,6 +48,8 @@ class Service:
     breaker_failures: int = 3  # failed turns in a row that open the circuit
     breaker_reset_s: float = 10.0  # how long it stays open before one request probes the backend
     guard: Guard | None = None  # lesson 15's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
+    caches: TurnCaches | None = None  # lesson 18: None reads WORKSHOP_CACHE (off unless it is 1)
+    keys: KeyStore | None = None  # lesson 18: None reads WORKSHOP_API_KEYS (off unless it is 1)
 
     def __post_init__(self) -> None:
         host = self.cfg.ollama_host
@@ -71,6 +76,22 @@ class Service:
             registry=self.metrics.registry,
         )
         self.index_lock = threading.Lock()
+        self.team_settings()
+
+    def team_settings(self) -> None:
+        """Lesson 18: the caches, the API keys and the limits from the settings (unless given)."""
+        s = self.cfg.settings
+        if self.caches is None and s.answer_cache:
+            self.caches = TurnCaches(answers=True)
+        if self.keys is None and s.api_keys:
+            self.keys = KeyStore(s.state_dir / KEYS_FILE)
+        self.limits = Limits(
+            self.metrics.registry,
+            rate_limit=s.rate_limit,
+            token_budget=s.token_budget,
+            window_s=s.budget_window_s,
+            queue_max=s.queue_max,
+        )
 
     def retry(self, stage: str, *, asynchronous: bool = False) -> Any:
         """The retry policy of one stage; each retry moves rag_retries_total{stage}. Generation never retries a timeout."""
@@ -96,6 +117,7 @@ class Service:
             metrics=self.metrics,
             telemetry=self.telemetry,
             retry=self.retry,
+            caches=self.caches,
         )
 
 
@@ -106,6 +128,8 @@ def index_handbook(svc: Service) -> int:
         written = ensure_index(svc.client, svc.qdrant, svc.collection, chunks, embed_model=svc.cfg.embed_model)
         if written:
             log.info("indexed %d chunks into %r", written, svc.collection)
+            if svc.caches is not None:  # lesson 18: answers built on the old index are no longer true
+                svc.caches.invalidate()
         svc.indexed = len(chunks)
         return len(chunks)
 

@@ -62,9 +62,11 @@ def test_answer_cache_hit_makes_no_model_call_and_misses_after_reindexing(team):
     assert 'rag_chat_turns_total{outcome="cached"} 1.0' in http.get("/metrics").text
 
 
-def stream(http: httpx.Client, question: str, chat_id: str) -> tuple[httpx.Response, list[tuple[str, dict]]]:
+def stream(
+    http: httpx.Client, question: str, chat_id: str, *, headers: dict | None = None
+) -> tuple[httpx.Response, list[tuple[str, dict]]]:
     """POST a question; the response (read) and its SSE events (none unless 200)."""
-    with http.stream("POST", f"/chat/{chat_id}", json={"question": question}) as response:
+    with http.stream("POST", f"/chat/{chat_id}", json={"question": question}, headers=headers) as response:
         events = list(parse_sse(response.iter_lines())) if response.status_code == 200 else []
         response.read()
     return response, events
@@ -74,19 +76,21 @@ def stream(http: httpx.Client, question: str, chat_id: str) -> tuple[httpx.Respo
 @pytest.mark.timeout(1200)
 def test_token_budget_warns_past_80_percent_then_answers_429_with_retry_after(team):
     svc, http, _proxy = team
+    assert svc.keys is not None
+    bob = {"Authorization": f"Bearer {svc.keys.add('bob')}"}  # a key of its own: nothing charged to it yet
     svc.limits.token_budget = 0
-    _, events = stream(http, "Which station boat is used for diving?", "budget-1")
+    _, events = stream(http, "Which station boat is used for diving?", "budget-1", headers=bob)
     done = dict(events)["done"]
     used = done["prompt_tokens"] + done["completion_tokens"]
     assert used > 0, "the backend reported token counts"
-    svc.limits.token_budget = math.ceil(used / 0.9)  # alice has now used about 90 % of her budget
+    svc.limits.token_budget = math.ceil(used / 0.9)  # bob has now used about 90 % of his budget
     try:
-        warned, events = stream(http, "How many beds are there in Driftwood Annexe?", "budget-2")
+        warned, events = stream(http, "How many beds are there in Driftwood Annexe?", "budget-2", headers=bob)
         assert warned.status_code == 200 and "X-Budget-Warning" in warned.headers
         budget = dict(events)["budget"]
         assert budget["used"] > svc.limits.token_budget and budget["fraction"] > 1, "charged with the reported counts"
         assert [e for e, _ in events][-2:] == ["budget", "done"]
-        refused, _ = stream(http, "What is the capacity of each fresh-water storage tank?", "budget-3")
+        refused, _ = stream(http, "What is the capacity of each fresh-water storage tank?", "budget-3", headers=bob)
         assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= svc.limits.window_s
         metrics = http.get("/metrics").text
         assert 'rag_refused_total{reason="budget"} 1.0' in metrics and "rag_budget_warnings_total 1.0" in metrics

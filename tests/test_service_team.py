@@ -67,8 +67,10 @@ def stream(
 ) -> tuple[httpx.Response, list[tuple[str, dict]]]:
     """POST a question; the response (read) and its SSE events (none unless 200)."""
     with http.stream("POST", f"/chat/{chat_id}", json={"question": question}, headers=headers) as response:
-        events = list(parse_sse(response.iter_lines())) if response.status_code == 200 else []
-        response.read()
+        if response.status_code != 200:
+            response.read()
+            return response, []
+        events = list(parse_sse(response.iter_lines()))
     return response, events
 
 

@@ -20,7 +20,7 @@ ifeq ($(shell uname -s)-$(shell uname -m),Linux-x86_64)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 endif
 
-.PHONY: lab test test-fast test-slow install install-offline hub-proxy bench bench-room bench-load bench-xquad serve stop strip lint lock clean help
+.PHONY: lab test test-fast test-slow install install-offline hub-proxy bench bench-room bench-load bench-xquad bench-cache serve stop strip lint lock clean help
 
 help:
 	@echo "make lab     install (first time only) and open JupyterLab, served from the repository root, on lesson 00"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench   stand-in vs direct model benchmarks, and retrieval on DATASET=$(DATASET)"
 	@echo "make serve   serve the chat app (lesson 13) on http://127.0.0.1:8000/ (SERVE_ARGS=\"--port 8001\", CORPUS=path)"
 	@echo "make bench-load  16 concurrent chats x 3 turns against the served app (LOAD_ARGS=\"--chats 4\")"
+	@echo "make bench-cache latency with and without each cache of lesson 18, through the served app (CACHE_ARGS=...)"
 	@echo "make stop    stop the offline stand-in server"
 	@echo "make hub-proxy  JupyterHub's proxy (configurable-http-proxy, from npm) into infra/hub/node_modules"
 	@echo "make bench-xquad  English vs Russian retrieval on XQUAD=$(XQUAD), all-minilm vs multilingual-e5-small (XQUAD_ARGS=\"--limit 20\")"
@@ -123,6 +124,9 @@ bench-room: $(VENV)/.offline
 LOAD_ARGS ?=
 bench-load: $(VENV)/.offline
 	$(PY) -m bench.load $(LOAD_ARGS)
+
+bench-cache: $(VENV)/.offline
+	$(PY) -m bench.cache $(CACHE_ARGS)
 
 stop:
 	@$(PY) -m infra.standin stop

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,8 @@ from pydantic import BaseModel, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import BACKEND_DOWN, MAX_QUESTION_CHARS, TurnUnavailableError
-from app.sse import HEADERS, answer_events, blocked_events, start_answer
+from app.keys import caller
+from app.sse import HEADERS, answer_events, blocked_events, cached_events, start_answer
 from app.state import Service, health, index_handbook
 from helpers.history import last_n
 from helpers.resilience import CircuitOpenError
@@ -58,6 +60,7 @@ def chat_id(chat_id: str) -> str:
 
 ServiceDep = Annotated[Service, Depends(service)]
 ChatId = Annotated[str, Depends(chat_id)]
+Caller = Annotated[str, Depends(caller)]  # lesson 18: the API key's name (401/403), "anonymous" while keys are off
 
 
 def prepare(svc: Service, question: str, past: list[dict], request_id: str) -> Prepared:
@@ -80,9 +83,10 @@ def prepare(svc: Service, question: str, past: list[dict], request_id: str) -> P
 
 
 @router.post("/chat/{chat_id}")
-async def chat(svc: ServiceDep, chat_id: ChatId, body: Question) -> Response:
+async def chat(svc: ServiceDep, chat_id: ChatId, body: Question, who: Caller) -> Response:
     """Answer a question in a chat, streamed as SSE; 503 (from app/errors.py) while the backend is unavailable."""
     started, request_id = time.perf_counter(), uuid.uuid4().hex[:8]
+    svc.limits.check(who)  # lesson 18: 429 past the key's rate limit or token budget
     past = last_n(await run_in_threadpool(svc.history.messages, chat_id), n=svc.max_messages)
     if svc.guard is not None:
         try:  # the similarity check embeds the question: it needs the backend too (no answer without it)
@@ -94,15 +98,33 @@ async def chat(svc: ServiceDep, chat_id: ChatId, body: Question) -> Response:
         if verdict.blocked:  # refused before any model call
             stream = blocked_events(svc, chat_id, body.question, verdict.reasons, request_id, started)
             return StreamingResponse(stream, media_type="text/event-stream", headers=HEADERS)
+    svc.limits.admit()  # lesson 18: 503 at once when the generation queue is full; metered() below leaves it
+    try:
+        stream = await answer_stream(svc, chat_id, body.question, past, request_id, started)
+    except BaseException:
+        svc.limits.release()
+        raise
+    headers = {**HEADERS, **svc.limits.warning_headers(who)}
+    metered = svc.limits.metered(stream, who, started=started)
+    return StreamingResponse(metered, media_type="text/event-stream", headers=headers)
+
+
+async def answer_stream(
+    svc: Service, chat_id: str, question: str, past: list[dict], request_id: str, started: float
+) -> AsyncIterator[str]:
+    """The turn prepared and the model's stream opened (503 before the first token), or a cached answer replayed."""
     tel = svc.telemetry
     with request_context(request_id):
         root = tel.tracer.start_span(
-            "chat", attributes={"request_id": request_id, "chat_id": chat_id, "question_chars": len(body.question)}
+            "chat", attributes={"request_id": request_id, "chat_id": chat_id, "question_chars": len(question)}
         )
         prepared = None
         try:
             with otel_trace.use_span(root, end_on_exit=False):
-                prepared = await run_in_threadpool(prepare, svc, body.question, past, request_id)
+                prepared = await run_in_threadpool(prepare, svc, question, past, request_id)
+            if prepared.cached is not None:  # lesson 18: an answer cache hit, no model call
+                root.end()
+                return cached_events(svc, chat_id, prepared, request_id=request_id, started=started)
             opened = await start_answer(svc, prepared)
         except UNAVAILABLE as exc:
             tel.failed(root, "generate", exc)
@@ -111,12 +133,11 @@ async def chat(svc: ServiceDep, chat_id: ChatId, body: Question) -> Response:
             raise TurnUnavailableError(
                 exc, stage="generate", request_id=request_id, started=started, sources=found
             ) from exc
-    stream = answer_events(svc, chat_id, prepared, opened, request_id=request_id, started=started, span=root)
-    return StreamingResponse(stream, media_type="text/event-stream", headers=HEADERS)
+    return answer_events(svc, chat_id, prepared, opened, request_id=request_id, started=started, span=root)
 
 
 @router.get("/chats/{chat_id}")
-async def get_chat(svc: ServiceDep, chat_id: ChatId) -> dict:
+async def get_chat(svc: ServiceDep, chat_id: ChatId, _who: Caller) -> dict:
     """A chat's messages, and its failed turns apart."""
     rows = await run_in_threadpool(svc.history.rows, chat_id)
     return {
@@ -127,7 +148,7 @@ async def get_chat(svc: ServiceDep, chat_id: ChatId) -> dict:
 
 
 @router.delete("/chats/{chat_id}")
-async def delete_chat(svc: ServiceDep, chat_id: ChatId) -> dict:
+async def delete_chat(svc: ServiceDep, chat_id: ChatId, _who: Caller) -> dict:
     """Forget a chat."""
     return {"chat_id": chat_id, "deleted": await run_in_threadpool(svc.history.delete, chat_id)}
 

@@ -42,6 +42,21 @@ async def blocked_events(
     yield sse("done", {"blocked": True, "total_s": time.perf_counter() - started, "request_id": request_id})
 
 
+async def cached_events(
+    svc: Service, chat_id: str, prepared: Prepared, *, request_id: str, started: float
+) -> AsyncIterator[str]:
+    """Lesson 18: an answer cache hit replayed as one token event, sources and done (cached, no tokens spent)."""
+    assert prepared.cached is not None
+    finished = svc.turn().finish(prepared.cached.text, prepared.hits)
+    await run_in_threadpool(svc.history.add_turn, chat_id, prepared.question, finished.text)
+    svc.turns.labels("cached").inc()
+    yield sse("token", {"text": finished.text})
+    yield sse("sources", {"query": prepared.query, "answer": finished.text, "sources": finished.sources})
+    total = time.perf_counter() - started
+    yield sse("done", {"cached": True, "prompt_tokens": 0, "completion_tokens": 0, "ttft_s": total, "total_s": total,
+                       "request_id": request_id})  # fmt: skip
+
+
 async def start_answer(svc: Service, prepared: Prepared) -> tuple[Any, Any, float, float]:
     """Open the model's stream through the circuit breaker, retried until the first piece only.
 
@@ -135,6 +150,7 @@ async def answer_events(
         )
         del svc.metrics.records[:-1000]  # a server runs for days: keep the Prometheus counters, not every row
         usage = {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens}
+        svc.turn().remember(prepared, finished, usage=usage)  # lesson 18: the answer cache, when it is on
         gen.set_attributes(usage)
         degraded = {"degraded": "; ".join(prepared.notes)} if prepared.notes else {}
         yield sse(

@@ -13,6 +13,9 @@ from typing import Any
 from prometheus_client import Counter
 from qdrant_client import QdrantClient
 
+from app.keys import KEYS_FILE, KeyStore
+from app.limits import Limits
+from helpers.cache import TurnCaches
 from helpers.chunking import chunk_documents
 from helpers.corpus import Skipped, collection_name, corpus_folder, load_documents
 from helpers.guardrails import Guard
@@ -53,6 +56,8 @@ class Service:
     breaker_reset_s: float = 10.0  # how long it stays open before one request probes the backend
     guard: Guard | None = None  # lesson 15's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
     language: str = "en"  # of the prompt and refusals: WORKSHOP_LANGUAGE, or detected from the documents (use_language)
+    caches: TurnCaches | None = None  # lesson 18: None reads WORKSHOP_CACHE (off unless it is 1)
+    keys: KeyStore | None = None  # lesson 18: None reads WORKSHOP_API_KEYS (off unless it is 1)
 
     def __post_init__(self) -> None:
         self.corpus_dir = corpus_folder(self.corpus_dir or self.cfg.settings.corpus_dir).resolve()
@@ -81,6 +86,22 @@ class Service:
             registry=self.metrics.registry,
         )
         self.index_lock = threading.Lock()
+        self.team_settings()
+
+    def team_settings(self) -> None:
+        """Lesson 18: the caches, the API keys and the limits from the settings (unless given)."""
+        s = self.cfg.settings
+        if self.caches is None and s.answer_cache:
+            self.caches = TurnCaches(answers=True)
+        if self.keys is None and s.api_keys:
+            self.keys = KeyStore(s.state_dir / KEYS_FILE)
+        self.limits = Limits(
+            self.metrics.registry,
+            rate_limit=s.rate_limit,
+            token_budget=s.token_budget,
+            window_s=s.budget_window_s,
+            queue_max=s.queue_max,
+        )
 
     def retry(self, stage: str, *, asynchronous: bool = False) -> Any:
         """The retry policy of one stage; each retry moves rag_retries_total{stage}. Generation never retries a timeout."""
@@ -107,6 +128,7 @@ class Service:
             metrics=self.metrics,
             telemetry=self.telemetry,
             retry=self.retry,
+            caches=self.caches,
         )
 
     def use_language(self, documents: Iterable[str]) -> None:
@@ -145,6 +167,8 @@ def index_handbook(svc: Service) -> int:
             counts.unchanged,
             len(svc.skipped),
         )
+        if svc.caches is not None and (counts.added or counts.updated or counts.deleted):
+            svc.caches.invalidate()  # lesson 18: answers built on the old index are no longer true
         svc.indexed = len(chunks)
         return len(chunks)
 

@@ -63,6 +63,20 @@ def _port(env: Mapping[str, str], name: str, *, default: int) -> int:
     return port
 
 
+def _count(env: Mapping[str, str], name: str, *, default: int) -> int:
+    """A whole number >= 0 (0 often means "off"); unset or empty gives default."""
+    raw = env.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} is not a whole number: set {name}={default} (or 0 for off), or unset it.")
+    return value
+
+
 def _history_url(env: Mapping[str, str]) -> str | None:
     """HISTORY_URL if it names a supported store (PostgreSQL or an explicit SQLite file); unset gives None."""
     raw = env.get("HISTORY_URL", "").strip()
@@ -130,6 +144,12 @@ class Settings:
     guardrails: bool = True  # WORKSHOP_GUARDRAILS=0: the served app runs without lesson 15's guardrails
     language: str = "auto"  # WORKSHOP_LANGUAGE: prompts and refusals in en or ru; auto: the documents' language
     corpus_dir: Path | None = None  # CORPUS_DIR: the folder of documents lessons and the app read; None: data/corpus
+    answer_cache: bool = False  # WORKSHOP_CACHE=1: the served app caches query embeddings and repeatable answers
+    api_keys: bool = False  # WORKSHOP_API_KEYS=1: the served app asks for a bearer key (app/keys.py)
+    rate_limit: int = 0  # WORKSHOP_RATE_LIMIT: chat requests per key per minute; 0: no limit
+    token_budget: int = 0  # WORKSHOP_TOKEN_BUDGET: tokens per key per budget window; 0: no budget
+    budget_window_s: int = 3600  # WORKSHOP_BUDGET_WINDOW_S: the token budget's sliding window
+    queue_max: int = 32  # WORKSHOP_QUEUE_MAX: answers generating or waiting at once; more get 503; 0: unbounded
 
 
 def _corpus_dir(env: Mapping[str, str]) -> Path | None:
@@ -176,6 +196,12 @@ def read_settings() -> Settings:
         guardrails=_flag(env, "WORKSHOP_GUARDRAILS", default=True),
         corpus_dir=_corpus_dir(env),
         language=_language(env),
+        answer_cache=_flag(env, "WORKSHOP_CACHE", default=False),
+        api_keys=_flag(env, "WORKSHOP_API_KEYS", default=False),
+        rate_limit=_count(env, "WORKSHOP_RATE_LIMIT", default=0),
+        token_budget=_count(env, "WORKSHOP_TOKEN_BUDGET", default=0),
+        budget_window_s=_count(env, "WORKSHOP_BUDGET_WINDOW_S", default=3600),
+        queue_max=_count(env, "WORKSHOP_QUEUE_MAX", default=32),
     )
 
 

@@ -10,6 +10,7 @@ helpers/chat_app.py) and the service (SSE, app/) only present it, each streaming
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -19,6 +20,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from helpers.embedders import with_prefix
+from helpers.cache import CachedAnswer, TurnCaches, answer_key
 from helpers.guardrails import Guard
 from helpers.history import rewrite_query
 from helpers.language import texts_for
@@ -71,6 +73,8 @@ class Prepared:
     options: dict
     notes: list[str] = field(default_factory=list)  # what was skipped, e.g. a rewrite or a search that failed
     dropped: list[tuple[Hit, list[str]]] = field(default_factory=list)  # chunks the guardrails left out
+    cache_key: str = ""  # the answer cache's key (lesson 18), "" without an answer cache
+    cached: CachedAnswer | None = None  # an answer cache hit: replay it, no model call
 
 
 @dataclass
@@ -108,6 +112,7 @@ class RagTurn:
     telemetry: Telemetry | None = None
     retry: Callable[[str], Callable[..., Any]] | None = None
     on_stage: Callable[[str], object] | None = None  # hears "rewrite", "retrieve", "generate" as each begins
+    caches: TurnCaches | None = None  # lesson 18: query embeddings, and answers when caches.answers is on
 
     @contextmanager
     def stage(self, name: str, *, model: str = "", request_id: str = "", **attributes: Any) -> Iterator[Stage]:
@@ -150,7 +155,11 @@ class RagTurn:
         with self.stage("retrieve", model=self.embed_model, request_id=request_id):
             with self.stage("embed", model=self.embed_model, query_chars=len(query)):
                 (text,) = with_prefix(self.embed_model, [query], as_query=True)  # e5 models: "query: " first
-                vector = self.call("embed", self.client.embed, model=self.embed_model, input=text).embeddings[0]
+                if self.caches is not None:  # lesson 18: the same query text embeds once
+                    embed = functools.partial(self.call, "embed", self.client.embed)
+                    vector = self.caches.embeddings.embed(self.client, text, model=self.embed_model, embed=embed)
+                else:
+                    vector = self.call("embed", self.client.embed, model=self.embed_model, input=text).embeddings[0]
             with self.stage("search", collection=self.collection, k=self.k, hybrid=self.hybrid) as stage:
                 hits = search(
                     self.qdrant,
@@ -196,8 +205,20 @@ class RagTurn:
         else:
             system, user = build_messages(question, hits, texts_for(self.language).system_prompt)
             messages = [system, *past, user]
+        prepared = Prepared(question, query, hits, messages, dict(self.options), notes, dropped)
+        if self.caches is not None and self.caches.answers and not notes:  # a degraded answer is never cached
+            chunks = [(h.chunk_id, h.text) for h in hits]
+            prepared.cache_key = answer_key(
+                question=question, chunks=chunks, past=past, model=self.chat_model, options=prepared.options
+            )
+            prepared.cached = self.caches.answer_cache.lookup(prepared.cache_key, prepared.options)
         self._heard("generate")
-        return Prepared(question, query, hits, messages, dict(self.options), notes, dropped)
+        return prepared
+
+    def remember(self, prepared: Prepared, finished: Finished, *, usage: dict) -> None:
+        """Put a complete, unrefused answer in the answer cache (when it is on and the options make it repeatable)."""
+        if self.caches is not None and prepared.cache_key and not finished.refused:
+            self.caches.answer_cache.store(prepared.cache_key, prepared.options, CachedAnswer(finished.text, usage))
 
     def finish(self, answer: str, hits: list[Hit]) -> Finished:
         """The streamed answer cleaned (and checked by the guardrails), with its sources marked cited or not."""

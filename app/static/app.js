@@ -13,6 +13,25 @@ function newChatId() {
 let chatId = localStorage.getItem("chatId") || newChatId();
 localStorage.setItem("chatId", chatId);
 
+// Lesson 18: with WORKSHOP_API_KEYS=1 the service wants `Authorization: Bearer <key>`. The page asks for the key
+// once (on a 401 or 403), keeps it in localStorage and sends it with every request.
+function authHeaders() {
+  const key = localStorage.getItem("apiKey");
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+async function fetchWithKey(url, options = {}) {
+  let response = await fetch(url, { ...options, headers: { ...(options.headers || {}), ...authHeaders() } });
+  if (response.status === 401 || response.status === 403) {
+    const key = window.prompt("This service needs an API key (python -m app.keys add NAME makes one):");
+    if (key) {
+      localStorage.setItem("apiKey", key.trim());
+      response = await fetch(url, { ...options, headers: { ...(options.headers || {}), ...authHeaders() } });
+    }
+  }
+  return response;
+}
+
 function addMessage(role, text, extra = "") {
   $("empty")?.remove();
   const div = document.createElement("div");
@@ -47,7 +66,7 @@ function showSources(list) {
 
 async function loadChat() {
   $("chat-id").textContent = chatId;
-  const response = await fetch(`chats/${chatId}`);
+  const response = await fetchWithKey(`chats/${chatId}`);
   if (!response.ok) return;
   const chat = await response.json();
   for (const m of chat.messages) addMessage(m.role, m.content);
@@ -76,7 +95,7 @@ async function ask(question) {
   $("status").textContent = "waiting for the first token…";
   const started = performance.now();
   try {
-    const response = await fetch(`chat/${chatId}`, {
+    const response = await fetchWithKey(`chat/${chatId}`, {
       method: "POST", headers: { "Content-Type": "application/json", Accept: "text/event-stream" }, body: JSON.stringify({ question }),
     });
     if (!response.ok) {
@@ -98,6 +117,8 @@ async function ask(question) {
           if (data.answer) answer.textContent = data.answer;  // cleaned: an echoed "Question: ..." tail cut
         } else if (event === "guard") {  // lesson 15: a refusal, or the answer with links or codes stripped
           answer.textContent = data.text;
+        } else if (event === "budget") {  // lesson 18: past 80 % of this key's token budget
+          addMessage("assistant", `Note: ${Math.round(data.fraction * 100)} % of your token budget is used.`, "note");
         } else if (event === "done" && data.blocked) {
           $("status").textContent = "refused by the guardrails: nothing was sent to the model";
         } else if (event === "done") {

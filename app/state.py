@@ -16,6 +16,7 @@ from helpers.guardrails import Guard
 from helpers.history import HistoryStore
 from helpers.index import collection_vector_size, ensure_index
 from helpers.metrics import MetricsLog
+from helpers.providers import BackendSpec, make_chain, parse_backends
 from helpers.resilience import CircuitBreaker, make_client, retrying
 from helpers.setup import Config
 from helpers.telemetry import Telemetry
@@ -45,6 +46,8 @@ class Service:
     breaker_failures: int = 3  # failed turns in a row that open the circuit
     breaker_reset_s: float = 10.0  # how long it stays open before one request probes the backend
     guard: Guard | None = None  # lesson 15's guardrails (create_app turns them on unless WORKSHOP_GUARDRAILS=0)
+    history_ttl_days: float | None = None  # chats idle longer are deleted; None: HISTORY_TTL_DAYS (0: never)
+    backends: list[BackendSpec] | None = None  # the chat backends in order; None: CHAT_BACKENDS, else cfg.ollama_host
 
     def __post_init__(self) -> None:
         host = self.cfg.ollama_host
@@ -70,7 +73,41 @@ class Service:
             ["outcome"],
             registry=self.metrics.registry,
         )
+        self.answers = Counter(
+            "rag_answers",
+            "Answers by the backend and model that gave them",
+            ["backend", "model"],
+            registry=self.metrics.registry,
+        )
+        self.fallbacks = Counter(
+            "rag_fallbacks",
+            "Backends passed over, by backend and why",
+            ["backend", "kind"],
+            registry=self.metrics.registry,
+        )
+        self.unsaved = Counter(
+            "rag_turns_unsaved", "Answered turns the history store could not save", registry=self.metrics.registry
+        )
         self.index_lock = threading.Lock()
+        self.chain = self.make_chain()
+
+    def make_chain(self) -> Any:
+        """The fallback chain of chat backends (lesson 19); the first backend at cfg.ollama_host reuses self.breaker."""
+        cfg = self.cfg
+        specs = self.backends or (
+            parse_backends(cfg.settings.chat_backends)
+            if cfg.settings.chat_backends
+            else [BackendSpec("ollama", cfg.ollama_host)]
+        )
+        return make_chain(
+            specs,
+            default_model=cfg.chat_model,
+            read_s=self.read_s,
+            failures=self.breaker_failures,
+            reset_after=self.breaker_reset_s,
+            breakers={BackendSpec("ollama", cfg.ollama_host).name: self.breaker},
+            on_change=self.telemetry.on_breaker_change,
+        )
 
     def retry(self, stage: str, *, asynchronous: bool = False) -> Any:
         """The retry policy of one stage; each retry moves rag_retries_total{stage}. Generation never retries a timeout."""

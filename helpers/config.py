@@ -73,6 +73,20 @@ def _history_url(env: Mapping[str, str]) -> str | None:
     return raw or None
 
 
+def _number(env: Mapping[str, str], name: str, *, default: float) -> float:
+    """A non-negative number variable; unset or empty gives default."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise SettingsError(f"{name}={raw!r} is not a number of 0 or more: set e.g. {name}={default:g}, or unset it.")
+    return value
+
+
 def normalize_host(host: str | None) -> str:
     """An OLLAMA_HOST value as a base URL, with the official client's rules (`ollama._client._parse_host`).
 
@@ -115,6 +129,11 @@ class Settings:
     state_dir: Path  # logs, pid file, SQLite history, caches (gitignored)
     history_url: str | None = None  # HISTORY_URL: postgresql://... for the served app's history; None: SQLite
     guardrails: bool = True  # WORKSHOP_GUARDRAILS=0: the served app runs without lesson 15's guardrails
+    chat_backends: str | None = None  # CHAT_BACKENDS: kind=url[#model],... tried in order (helpers/providers.py)
+    history_timeout_s: float = (
+        5.0  # HISTORY_TIMEOUT_S: the longest one history statement (or a free connection) may take
+    )
+    history_ttl_days: float = 30.0  # HISTORY_TTL_DAYS: chats idle longer are deleted (0: kept forever)
 
 
 def _ollama_host(env: Mapping[str, str]) -> str:
@@ -144,6 +163,9 @@ def read_settings() -> Settings:
         state_dir=Path(env.get("WORKSHOP_STATE_DIR") or REPO_ROOT / ".workshop"),
         history_url=_history_url(env),
         guardrails=_flag(env, "WORKSHOP_GUARDRAILS", default=True),
+        chat_backends=env.get("CHAT_BACKENDS", "").strip() or None,
+        history_timeout_s=_number(env, "HISTORY_TIMEOUT_S", default=5.0) or 5.0,
+        history_ttl_days=_number(env, "HISTORY_TTL_DAYS", default=30.0),
     )
 
 

@@ -174,10 +174,10 @@ class Docker:
             args += ["-f", str(dockerfile)]
         self.docker(*args, str(context), timeout=timeout)
 
-    def run(self, image: str, *, name: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> str:
-        """docker run -d --network host: the container's id."""
-        flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
-        return self.docker("run", "-d", "--network", "host", "--name", name, *flags, image, *args).stdout.strip()
+    def run(self, image: str, *, name: str, env: dict[str, str] | None = None, flags: tuple[str, ...] = ()) -> str:
+        """docker run -d --network host (flags: more docker run options): the container's id."""
+        envs = [f"--env={k}={v}" for k, v in (env or {}).items()]
+        return self.docker("run", "-d", "--network", "host", "--name", name, *envs, *flags, image).stdout.strip()
 
     def health(self, name: str) -> str:
         """The container's health status (starting, healthy, unhealthy) or its state when it has stopped."""

@@ -185,7 +185,7 @@ class FallbackChain:
         """(the backend that answered, its first piece, the rest of its stream); the last failure if none answered.
 
         policy() makes a fresh retry policy per backend (retries before the first piece only); on_fallback(backend,
-        why) hears each backend passed over. Only transient failures count for a breaker (CircuitBreaker.__exit__).
+        why) hears each backend passed over for the next one. Only transient failures count for a breaker (CircuitBreaker.__exit__).
         """
         failures: list[BaseException] = []
         for backend in self.backends:
@@ -203,7 +203,7 @@ class FallbackChain:
                 return backend, first, rest
             except Exception as exc:  # noqa: BLE001 - the next backend is tried; the last failure is raised
                 failures.append(exc)
-                if on_fallback is not None:
+                if on_fallback is not None and backend is not self.backends[-1]:
                     on_fallback(backend, exc)
         real = [f for f in failures if not isinstance(f, CircuitOpenError)]
         if real:

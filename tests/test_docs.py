@@ -45,10 +45,10 @@ def test_the_agenda_lists_every_lesson_and_the_stated_total_is_its_sum():
     assert stated, "the README states the total time in class"
     assert int(stated[1]) == total and int(stated[2]) * 60 + int(stated[3]) == total and int(stated[4]) == len(lessons)
     part1 = re.search(r"Part 1 \(00-10\) is (\d+) minutes", README)
-    part2 = re.search(r"Part 2 \(11-17\) (\d+) minutes", README)
-    assert part1 and part2
+    part2 = re.search(r"Part 2 \(11-(\d\d)\) (\d+) minutes", README)
+    assert part1 and part2 and part2[1] == lessons[-1], "Part 2 runs from 11 to the last lesson"
     assert int(part1[1]) == sum(minutes[n] for n in lessons_of("00-10"))
-    assert int(part2[1]) == sum(minutes[n] for n in lessons_of("11-17"))
+    assert int(part2[2]) == sum(minutes[n] for n in lessons_of(f"11-{part2[1]}"))
 
 
 def test_each_track_states_the_sum_of_its_lessons():

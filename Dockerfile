@@ -8,11 +8,16 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --system --create-home --home-dir /srv/rag --uid 10001 rag
+# Behind an HTTPS-inspecting proxy, put its CA certificates (*.crt) in deploy/certs/: pip and apt then trust them.
+COPY deploy/certs/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates >/dev/null
+
+RUN useradd --create-home --home-dir /srv/rag --uid 10001 rag
 WORKDIR /srv/rag
 
 # Dependencies first: a code change rebuilds only the layers below this one.
 COPY requirements/service.txt requirements/service-constraints.txt requirements/models-base.txt requirements/
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -q \
       -r requirements/service.txt -c requirements/service-constraints.txt \

@@ -93,6 +93,28 @@ def rootfs_tarball(cache: Path, *, mirror: str | None = None, timeout: float = 1
     return out
 
 
+def stage_context(repo: Path, dest: Path, *, ca_bundle: Path | None = None) -> Path:
+    """A build context holding only what the Dockerfile copies (its COPY sources), plus ca_bundle in deploy/certs/.
+
+    ca_bundle: the host's CA certificates (e.g. /etc/ssl/certs/ca-certificates.crt), for a network whose HTTPS goes
+    through an inspecting proxy: the build's apt and pip then trust what the host trusts.
+    """
+    text = (repo / "Dockerfile").read_text(encoding="utf-8")
+    shutil.copy2(repo / "Dockerfile", dest / "Dockerfile")
+    for line in re.findall(r"^COPY\s+(.+)$", text, re.M):
+        for source in line.split()[:-1]:
+            src, out = repo / source, dest / source
+            if src.is_dir():
+                shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+            else:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, out)
+    if ca_bundle is not None:
+        (dest / "deploy" / "certs").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ca_bundle, dest / "deploy" / "certs" / "host-ca.crt")
+    return dest
+
+
 class Docker:
     """A private dockerd (no bridge, no iptables) on its own socket and data root; a context manager that stops it."""
 

@@ -105,9 +105,9 @@ def wait_healthy(docker, name: str, *, timeout: float) -> str:
 
 
 @pytest.mark.slow
-def test_the_image_builds_runs_healthy_and_streams_an_answer(stand_in, capsys):
+def test_the_image_builds_runs_healthy_and_streams_an_answer(stand_in, tmp_path, capsys):
     from helpers.config import STAND_IN_CHAT_MODEL, read_settings
-    from infra.container import Docker, missing_tools, rootfs_tarball
+    from infra.container import Docker, missing_tools, rootfs_tarball, stage_context
     from tests.support.served import parse_sse
 
     if missing_tools():
@@ -123,7 +123,9 @@ def test_the_image_builds_runs_healthy_and_streams_an_answer(stand_in, capsys):
     with Docker() as docker:
         start = time.monotonic()
         docker.import_base(tarball)
-        docker.build(REPO, tag="rag-app:test")
+        bundle = Path("/etc/ssl/certs/ca-certificates.crt")  # the host's CAs: an inspecting proxy's too
+        context = stage_context(REPO, tmp_path, ca_bundle=bundle if bundle.exists() else None)
+        docker.build(context, tag="rag-app:test")
         times["import + build"] = time.monotonic() - start
         start = time.monotonic()
         env = {
@@ -155,3 +157,35 @@ def test_the_image_builds_runs_healthy_and_streams_an_answer(stand_in, capsys):
     assert not docker.base.exists(), "the daemon's folder is removed"
     with capsys.disabled():
         print("\ncontainer timings (s):", {k: round(v, 1) for k, v in times.items()})
+
+
+def test_the_build_context_holds_only_what_the_dockerfile_copies(tmp_path):
+    from infra.container import stage_context
+
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "context").mkdir()
+    context = stage_context(REPO, tmp_path / "context", ca_bundle=bundle)
+    assert sorted(p.name for p in context.iterdir()) == [
+        "Dockerfile",
+        "app",
+        "data",
+        "deploy",
+        "helpers",
+        "requirements",
+    ]
+    assert (context / "deploy/certs/host-ca.crt").read_text() == bundle.read_text()
+    assert not list(context.rglob("__pycache__")) and not (context / "tests").exists()
+
+
+def test_debootstrap_uses_the_hosts_own_debian_mirror(tmp_path):
+    from infra.container import ContainerError, apt_mirror
+
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"
+    )
+    assert apt_mirror(sources=tmp_path) == "http://mirror.example/debian"
+    with pytest.raises(ContainerError, match="no Debian bookworm mirror"):
+        apt_mirror(sources=tmp_path / "nowhere")

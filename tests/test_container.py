@@ -189,3 +189,24 @@ def test_debootstrap_uses_the_hosts_own_debian_mirror(tmp_path):
     assert apt_mirror(sources=tmp_path) == "http://mirror.example/debian"
     with pytest.raises(ContainerError, match="no Debian bookworm mirror"):
         apt_mirror(sources=tmp_path / "nowhere")
+
+
+def test_the_compose_stack_and_its_alerts_use_what_the_app_exposes():
+    import json
+
+    import yaml
+
+    compose = yaml.safe_load((REPO / "deploy/compose.yaml").read_text(encoding="utf-8"))
+    assert set(compose["services"]) == {"app", "ollama", "qdrant", "postgres", "prometheus", "grafana"}
+    assert all(p.startswith("127.0.0.1:") for s in compose["services"].values() for p in s.get("ports", []))
+    scrape = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text(encoding="utf-8"))
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["app:8000"]
+    rules = yaml.safe_load((REPO / "deploy/prometheus/alerts.yml").read_text(encoding="utf-8"))["groups"][0]["rules"]
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/rag.json").read_text(encoding="utf-8"))
+    queries = [r["expr"] for r in rules] + [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    source = "".join((REPO / f).read_text() for f in ("app/state.py", "helpers/telemetry.py", "helpers/metrics.py"))
+    defined = set(re.findall(r'"((?:rag|http)_[a-z_]+)"', source))
+    for query in queries:
+        for metric in re.findall(r"\b(?:rag|http)_[a-z_]+", query):
+            assert re.sub(r"_(total|bucket|count|sum)$", "", metric) in defined, f"{metric} in {query!r}"
+    assert {"RagHighErrorRate", "RagSlowFirstToken"} <= {r["alert"] for r in rules}

@@ -363,6 +363,13 @@ def test_the_answer_streams_while_postgresql_is_down(stand_in, postgres_url):
             assert dict(events)["done"]["saved"] is False
             assert "rag_turns_unsaved_total 1.0" in http.get("/metrics").text
             admin.execute("ALTER DATABASE outage ALLOW_CONNECTIONS true")  # back: the next turn is saved again
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the pool reconnects by itself, with a backoff
+                try:
+                    store._read("SELECT 1")
+                    break
+                except psycopg.Error:
+                    time.sleep(0.5)
             assert dict(ask(http, "c", "How cold does it get in winter?"))["done"]["saved"] is True
             kept = [m["content"] for m in http.get("/chats/c").json()["messages"] if m["role"] == "user"]
             assert kept == ["Who leads the search and rescue team?", "How cold does it get in winter?"]

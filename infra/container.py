@@ -93,6 +93,13 @@ def rootfs_tarball(cache: Path, *, mirror: str | None = None, timeout: float = 1
     return out
 
 
+def mounts_under(path: Path) -> list[str]:
+    """The mount points inside path (from /proc/self/mountinfo), deepest first."""
+    table = Path("/proc/self/mountinfo")
+    points = [line.split()[4] for line in table.read_text().splitlines()] if table.exists() else []
+    return sorted((p for p in points if p.startswith(f"{path}/")), key=len, reverse=True)
+
+
 def stage_context(repo: Path, dest: Path, *, ca_bundle: Path | None = None) -> Path:
     """A build context holding only what the Dockerfile copies (its COPY sources), plus ca_bundle in deploy/certs/.
 
@@ -182,7 +189,8 @@ class Docker:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=30)
         if remove:
-            subprocess.run(["umount", "-R", "-l", str(self.base)], capture_output=True, check=False)
+            for mount in mounts_under(self.base):  # e.g. the daemon's network namespace (nsfs), deepest first
+                subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
             shutil.rmtree(self.base, ignore_errors=True)
 
     def import_base(self, tarball: Path, *, tag: str = BASE_TAG) -> None:

@@ -27,7 +27,6 @@ from app.errors import BACKEND_DOWN, MAX_QUESTION_CHARS, TurnUnavailableError
 from app.keys import caller
 from app.sse import HEADERS, answer_events, blocked_events, cached_events, start_answer
 from app.state import Service, health, index_handbook
-from helpers.history import last_n
 from helpers.resilience import CircuitOpenError
 from helpers.telemetry import request_context
 from helpers.turn import Prepared, cited_sources
@@ -63,6 +62,17 @@ ChatId = Annotated[str, Depends(chat_id)]
 Caller = Annotated[str, Depends(caller)]  # lesson 18: the API key's name (401/403), "anonymous" while keys are off
 
 
+def read_past(svc: Service, chat_id: str) -> list[dict]:
+    """The chat's last max_messages messages (the LIMIT in SQL); a history outage answers without them (lesson 19)."""
+    try:
+        return svc.history.messages(chat_id, limit=svc.max_messages)
+    except Exception as exc:  # noqa: BLE001 - the answer still streams, marked unsaved when its turn cannot be stored
+        events.error(
+            "history unavailable: answering without it", extra={"stage": "history", "kind": type(exc).__name__}
+        )
+        return []
+
+
 def prepare(svc: Service, question: str, past: list[dict], request_id: str) -> Prepared:
     """The one RAG turn's prepare step, in a worker thread (the handbook indexed first if start-up could not)."""
     if svc.indexed == 0:
@@ -87,11 +97,11 @@ async def chat(svc: ServiceDep, chat_id: ChatId, body: Question, who: Caller) ->
     """Answer a question in a chat, streamed as SSE; 503 (from app/errors.py) while the backend is unavailable."""
     started, request_id = time.perf_counter(), uuid.uuid4().hex[:8]
     svc.limits.check(who)  # lesson 18: 429 past the key's rate limit or token budget
-    past = last_n(await run_in_threadpool(svc.history.messages, chat_id), n=svc.max_messages)
+    past = await run_in_threadpool(read_past, svc, chat_id)
     if svc.guard is not None:
         try:  # the similarity check embeds the question: it needs the backend too (no answer without it)
-            if svc.breaker.state == "open":  # the backend is known to be down: refuse fast, before any embedding
-                raise CircuitOpenError(svc.breaker.name, svc.breaker.retry_after())
+            if svc.chain.open_breakers():  # every backend is known to be down: refuse fast, before any embedding
+                raise CircuitOpenError(svc.breaker.name, svc.chain.retry_after())
             verdict = await run_in_threadpool(svc.guard.check_input, body.question)
         except UNAVAILABLE as exc:
             raise TurnUnavailableError(exc, stage="guard", request_id=request_id, started=started, sources=[]) from exc
@@ -178,5 +188,6 @@ async def healthz(svc: ServiceDep) -> JSONResponse:
             "chat_model": svc.cfg.chat_model,
             "startup_s": svc.startup_s,
             "breaker": svc.breaker.state,
+            "backends": {b.name: {"model": b.model, "breaker": b.breaker.state} for b in svc.chain.backends},
         },
     )

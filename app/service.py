@@ -13,6 +13,7 @@ the request id (logger "rag"), a span per stage, rag_failures_total{stage,kind} 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -62,6 +63,18 @@ class CountRequests:
             self.svc.requests.labels(scope["method"], route, str(status[0])).inc()
 
 
+async def expire_chats(svc: Service, *, every_s: float = 3600.0) -> None:
+    """Delete chats idle longer than HISTORY_TTL_DAYS at start-up, then every hour (lesson 19); 0 days: never."""
+    days = svc.cfg.settings.history_ttl_days if svc.history_ttl_days is None else svc.history_ttl_days
+    while days > 0:
+        try:
+            gone = await run_in_threadpool(svc.history.expire, days=days)
+            log.info("expired %d messages of chats idle for more than %g days", gone, days)
+        except Exception:  # noqa: BLE001 - a history outage: try again at the next round
+            log.exception("chat expiry failed")
+        await asyncio.sleep(every_s)
+
+
 def lifespan_for(svc: Service, *, own_history: bool) -> Any:
     """Start-up indexes the handbook (re-indexing a collection of another vector size); shut-down closes history."""
 
@@ -88,7 +101,9 @@ def lifespan_for(svc: Service, *, own_history: bool) -> Any:
                 cfg.ollama_host,
                 exc,
             )
+        expiring = asyncio.get_running_loop().create_task(expire_chats(svc))
         yield
+        expiring.cancel()
         if own_history:
             svc.history.close()
 
@@ -118,7 +133,10 @@ def create_app(
         qdrant = QdrantClient(url=cfg.qdrant_url, timeout=10) if cfg.qdrant_url else QdrantClient(":memory:")
     own_history = history is None
     if history is None:
-        history = open_history(cfg.settings.history_url or cfg.settings.state_dir / "history.sqlite")
+        history = open_history(
+            cfg.settings.history_url or cfg.settings.state_dir / "history.sqlite",
+            timeout_s=cfg.settings.history_timeout_s,
+        )
     svc = Service(
         cfg=cfg, qdrant=qdrant, history=history, options=generation_options(options), hybrid=hybrid, **(tuning or {})
     )

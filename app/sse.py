@@ -14,7 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.state import Service
 from helpers.metrics import generation_record
-from helpers.resilience import describe, open_stream_async
+from helpers.providers import Backend
+from helpers.resilience import describe, failure_kind
 from helpers.telemetry import REQUEST_ID, elapsed_ms
 from helpers.turn import Prepared
 
@@ -28,6 +29,14 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def sse(event: str, data: dict) -> str:
     """One Server-Sent Event: an `event:` line, a `data:` line of JSON, a blank line."""
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def record_failed(svc: Service, chat_id: str, question: str, reason: str) -> None:
+    """Record a failed turn; a history outage is logged, never raised over the answer's own error."""
+    try:
+        svc.history.add_failed(chat_id, question, reason)
+    except Exception:  # noqa: BLE001
+        log.exception("chat %s: the failed turn was not recorded", chat_id)
 
 
 async def blocked_events(
@@ -57,26 +66,28 @@ async def cached_events(
                        "request_id": request_id})  # fmt: skip
 
 
-async def start_answer(svc: Service, prepared: Prepared) -> tuple[Any, Any, float, float]:
-    """Open the model's stream through the circuit breaker, retried until the first piece only.
+async def start_answer(svc: Service, prepared: Prepared) -> tuple[Any, Any, float, float, Backend]:
+    """Open the model's stream through the fallback chain (lesson 19): each backend behind its own circuit breaker,
+    retried until its first piece only, the next backend tried when one fails or its breaker is open.
 
-    Returns (first piece, the stream for the rest, when it was asked for, when the first piece arrived), the times as
-    time.perf_counter() readings.
+    Returns (first piece, the stream for the rest, when it was asked for, when the first piece arrived, the backend
+    that answered), the times as time.perf_counter() readings. Every backend failing raises the last failure.
     """
     asked_at = time.perf_counter()
-    svc.breaker.before()  # CircuitOpenError at once while the backend is known to be down
-    try:
-        first, stream = await open_stream_async(
-            lambda: svc.aclient.chat(
-                model=svc.cfg.chat_model, messages=prepared.messages, stream=True, options=prepared.options
-            ),
-            policy=svc.retry("generate", asynchronous=True),
+
+    def passed_over(backend: Backend, exc: BaseException) -> None:
+        svc.fallbacks.labels(backend.name, failure_kind(exc)).inc()
+        events.warning(
+            "backend passed over", extra={"stage": "generate", "backend": backend.name, "kind": failure_kind(exc)}
         )
-    except BaseException as exc:
-        svc.breaker.__exit__(type(exc), exc, None)  # transient: one more failure; a 4xx: the probe slot is freed
-        raise
-    svc.breaker.success()  # the backend answers: a half-open circuit closes
-    return first, stream, asked_at, time.perf_counter()
+
+    backend, first, stream = await svc.chain.open(
+        prepared.messages,
+        options=prepared.options,
+        policy=lambda: svc.retry("generate", asynchronous=True),
+        on_fallback=passed_over,
+    )
+    return first, stream, asked_at, time.perf_counter(), backend
 
 
 async def pieces_of(first: Any, stream: Any, deadline_s: float) -> AsyncIterator[Any]:
@@ -93,7 +104,7 @@ async def answer_events(
     svc: Service,
     chat_id: str,
     prepared: Prepared,
-    opened: tuple[Any, Any, float, float],
+    opened: tuple[Any, Any, float, float, Backend],
     *,
     request_id: str,
     started: float,
@@ -101,20 +112,25 @@ async def answer_events(
 ) -> AsyncIterator[str]:
     """Stream token batches, then sources and done; store the turn only once it is complete.
 
-    opened: (first piece, stream, when it came) from start_answer; started: when the request arrived (time to first
+    opened: (first piece, stream, when asked, when it came, the backend) from start_answer; started: when the request arrived (time to first
     token counts from there); span: the turn's root span, ended here.
     """
     pieces: list[str] = []
     batch: list[str] = []
     last_sent, stored, outcome, usage = 0.0, [], "error", {}
-    first, stream, asked_at, first_at = opened
+    first, stream, asked_at, first_at, backend = opened
     ttft = first_at - started  # from the request to the first piece: rewrite, search and prompt reading included
     tel, question = svc.telemetry, prepared.question
     REQUEST_ID.set(request_id)  # this stream's task has its own context: every log line below carries the id
     gen = tel.tracer.start_span(
         "generate",
         context=otel_trace.set_span_in_context(span) if span else None,
-        attributes={"request_id": request_id, "model": svc.cfg.chat_model, "ttft_s": round(ttft, 3)},
+        attributes={
+            "request_id": request_id,
+            "model": backend.model,
+            "backend": backend.name,
+            "ttft_s": round(ttft, 3),
+        },
     )
     try:
         final = None
@@ -138,11 +154,18 @@ async def answer_events(
             action = "refused" if finished.refused else "stripped"
             yield sse("guard", {"action": action, "text": finished.text, "reasons": finished.changes})
 
-        def store() -> None:
-            svc.history.add_turn(chat_id, question, finished.text)
-            stored.append(True)
+        def store() -> bool:
+            stored.append(True)  # saved or not, the turn is settled: no failed row on a later hang-up
+            try:
+                svc.history.add_turn(chat_id, question, finished.text, model=f"{backend.model} ({backend.name})")
+                return True
+            except Exception:  # noqa: BLE001 - a database outage must not cost the user the answer (lesson 19)
+                log.exception("chat %s: the answer was not saved", chat_id)
+                svc.unsaved.inc()
+                return False
 
-        await run_in_threadpool(store)
+        saved = await run_in_threadpool(store)
+        svc.answers.labels(backend.name, backend.model).inc()
         record = svc.metrics.add(
             generation_record(
                 "generate", final, wall_s=time.perf_counter() - asked_at, ttft_s=ttft, request_id=request_id
@@ -165,24 +188,27 @@ async def answer_events(
                 "total_s": time.perf_counter() - started,
                 "tokens_per_s": record.tokens_per_s,
                 "request_id": request_id,
+                "model": backend.model,  # the model and backend that answered (a fallback names the second one)
+                "backend": backend.name,
+                "saved": saved,  # False: the history store was down; the answer is not in the chat's history
             },
         )
         outcome = "ok"
     except (asyncio.CancelledError, GeneratorExit):  # the client hung up: the response is cancelled or closed
         outcome = "disconnected"
         if not stored:
-            svc.history.add_failed(chat_id, question, "the client disconnected before the answer was complete")
+            record_failed(svc, chat_id, question, "the client disconnected before the answer was complete")
         raise
     except Exception as exc:  # noqa: BLE001 - any failure mid-stream becomes an error event, and a failed turn
         kind = tel.failed(gen, "generate", exc)
-        svc.breaker.failure()  # the backend broke after it had started answering: one more failure for the breaker
+        backend.breaker.failure()  # the backend broke after it had started answering: one more failure for the breaker
         events.error(
             "generation failed mid-stream",
             extra={"stage": "generate", "kind": kind, "chat_id": chat_id, "pieces_sent": len(pieces)},
         )
         log.exception("chat %s failed mid-stream", chat_id)
         if not stored:
-            svc.history.add_failed(chat_id, question, f"generation failed: {describe(exc)}")
+            record_failed(svc, chat_id, question, f"generation failed: {describe(exc)}")
         yield sse(
             "error",
             {

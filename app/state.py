@@ -23,6 +23,7 @@ from helpers.history import HistoryStore
 from helpers.index import collection_vector_size, sync_index
 from helpers.language import resolve_language
 from helpers.metrics import MetricsLog
+from helpers.providers import BackendSpec, make_chain, parse_backends
 from helpers.resilience import CircuitBreaker, make_client, retrying
 from helpers.setup import Config
 from helpers.telemetry import Telemetry
@@ -58,6 +59,8 @@ class Service:
     language: str = "en"  # of the prompt and refusals: WORKSHOP_LANGUAGE, or detected from the documents (use_language)
     caches: TurnCaches | None = None  # lesson 18: None reads WORKSHOP_CACHE (off unless it is 1)
     keys: KeyStore | None = None  # lesson 18: None reads WORKSHOP_API_KEYS (off unless it is 1)
+    history_ttl_days: float | None = None  # chats idle longer are deleted; None: HISTORY_TTL_DAYS (0: never)
+    backends: list[BackendSpec] | None = None  # the chat backends in order; None: CHAT_BACKENDS, else cfg.ollama_host
 
     def __post_init__(self) -> None:
         self.corpus_dir = corpus_folder(self.corpus_dir or self.cfg.settings.corpus_dir).resolve()
@@ -85,8 +88,24 @@ class Service:
             ["outcome"],
             registry=self.metrics.registry,
         )
+        self.answers = Counter(
+            "rag_answers",
+            "Answers by the backend and model that gave them",
+            ["backend", "model"],
+            registry=self.metrics.registry,
+        )
+        self.fallbacks = Counter(
+            "rag_fallbacks",
+            "Backends passed over, by backend and why",
+            ["backend", "kind"],
+            registry=self.metrics.registry,
+        )
+        self.unsaved = Counter(
+            "rag_turns_unsaved", "Answered turns the history store could not save", registry=self.metrics.registry
+        )
         self.index_lock = threading.Lock()
         self.team_settings()
+        self.chain = self.make_chain()
 
     def team_settings(self) -> None:
         """Lesson 18: the caches, the API keys and the limits from the settings (unless given)."""
@@ -101,6 +120,24 @@ class Service:
             token_budget=s.token_budget,
             window_s=s.budget_window_s,
             queue_max=s.queue_max,
+        )
+
+    def make_chain(self) -> Any:
+        """The fallback chain of chat backends (lesson 19); the first backend at cfg.ollama_host reuses self.breaker."""
+        cfg = self.cfg
+        specs = self.backends or (
+            parse_backends(cfg.settings.chat_backends)
+            if cfg.settings.chat_backends
+            else [BackendSpec("ollama", cfg.ollama_host)]
+        )
+        return make_chain(
+            specs,
+            default_model=cfg.chat_model,
+            read_s=self.read_s,
+            failures=self.breaker_failures,
+            reset_after=self.breaker_reset_s,
+            breakers={BackendSpec("ollama", cfg.ollama_host).name: self.breaker},
+            on_change=self.telemetry.on_breaker_change,
         )
 
     def retry(self, stage: str, *, asynchronous: bool = False) -> Any:

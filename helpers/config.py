@@ -100,6 +100,20 @@ def _language(env: Mapping[str, str]) -> str:
     return value
 
 
+def _number(env: Mapping[str, str], name: str, *, default: float) -> float:
+    """A non-negative number variable; unset or empty gives default."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise SettingsError(f"{name}={raw!r} is not a number of 0 or more: set e.g. {name}={default:g}, or unset it.")
+    return value
+
+
 def normalize_host(host: str | None) -> str:
     """An OLLAMA_HOST value as a base URL, with the official client's rules (`ollama._client._parse_host`).
 
@@ -150,6 +164,11 @@ class Settings:
     token_budget: int = 0  # WORKSHOP_TOKEN_BUDGET: tokens per key per budget window; 0: no budget
     budget_window_s: int = 3600  # WORKSHOP_BUDGET_WINDOW_S: the token budget's sliding window
     queue_max: int = 32  # WORKSHOP_QUEUE_MAX: answers generating or waiting at once; more get 503; 0: unbounded
+    chat_backends: str | None = None  # CHAT_BACKENDS: kind=url[#model],... tried in order (helpers/providers.py)
+    history_timeout_s: float = (
+        5.0  # HISTORY_TIMEOUT_S: the longest one history statement (or a free connection) may take
+    )
+    history_ttl_days: float = 30.0  # HISTORY_TTL_DAYS: chats idle longer are deleted (0: kept forever)
 
 
 def _corpus_dir(env: Mapping[str, str]) -> Path | None:
@@ -202,6 +221,9 @@ def read_settings() -> Settings:
         token_budget=_count(env, "WORKSHOP_TOKEN_BUDGET", default=0),
         budget_window_s=_count(env, "WORKSHOP_BUDGET_WINDOW_S", default=3600),
         queue_max=_count(env, "WORKSHOP_QUEUE_MAX", default=32),
+        chat_backends=env.get("CHAT_BACKENDS", "").strip() or None,
+        history_timeout_s=_number(env, "HISTORY_TIMEOUT_S", default=5.0) or 5.0,
+        history_ttl_days=_number(env, "HISTORY_TTL_DAYS", default=30.0),
     )
 
 

@@ -1,6 +1,7 @@
 """Conversation history kept in SQLite (or PostgreSQL), bounded for the prompt, and follow-up rewriting.
 
-Taught in 07_history.ipynb; the PostgreSQL store and failed turns in 13_serve.ipynb.
+Taught in 07_history.ipynb; the PostgreSQL store and failed turns in 13_serve.ipynb; the bounded store (the last N
+messages read with LIMIT, a pool, a statement timeout, expiry) in 19_deploy.ipynb.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import ollama
 
@@ -39,80 +41,103 @@ REFERRING = frozenset(
 class HistoryStore:
     """Messages per chat id in a SQLite file: every write is committed, so a kernel restart loses nothing.
 
-    One table, `messages (id, chat_id, role, message, status, created_at)`, the same in SQLite and PostgreSQL
+    One table, `messages (id, chat_id, role, message, status, model, created_at)`, the same in SQLite and PostgreSQL
     (PostgresHistoryStore, taught in 13_serve.ipynb). `status` is 'ok', or 'failed' for a turn that did not complete:
     failed rows are kept for the record but never returned by `messages()`, so no half-written turn reaches a prompt.
+    `model` names the model that wrote an answer (lesson 19). timeout_s: how long a statement waits for a lock.
     """
 
     placeholder = "?"
     id_column = "id INTEGER PRIMARY KEY AUTOINCREMENT"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, timeout_s: float = 5.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()  # one connection, shared by a server's threads: one statement at a time
-        self.db = sqlite3.connect(self.path, check_same_thread=False)
+        self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=timeout_s)
         columns = [row[1] for row in self.db.execute("PRAGMA table_info(messages)")]
         with self.db:
             if "content" in columns:  # a file from before the column was named `message`
                 self.db.execute("ALTER TABLE messages RENAME COLUMN content TO message")
             if columns and "status" not in columns:
                 self.db.execute("ALTER TABLE messages ADD COLUMN status TEXT NOT NULL DEFAULT 'ok'")
-            self._create()
+            if columns and "model" not in columns:
+                self.db.execute("ALTER TABLE messages ADD COLUMN model TEXT")
+            self._create(self.db)
 
-    def _create(self) -> None:
+    def _create(self, db: Any) -> None:
         """The table and its index, if missing."""
-        self.db.execute(
+        db.execute(
             f"CREATE TABLE IF NOT EXISTS messages ({self.id_column}, chat_id TEXT NOT NULL,"
             " role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')), message TEXT NOT NULL,"
-            " status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'failed')), created_at TEXT NOT NULL)"
+            " status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'failed')), model TEXT,"
+            " created_at TEXT NOT NULL)"
         )
-        self.db.execute("CREATE INDEX IF NOT EXISTS messages_chat ON messages (chat_id, id)")
+        db.execute("CREATE INDEX IF NOT EXISTS messages_chat ON messages (chat_id, id)")
 
-    def _transaction(self) -> AbstractContextManager:
-        """Commit on success, roll back on error (sqlite3's connection context)."""
-        return self.db
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """The connection, in a transaction: committed on success, rolled back on error."""
+        with self.lock, self.db:
+            yield self.db
 
-    def _write(self, rows: list[tuple[str, str, str, str]]) -> None:
-        """Insert (chat_id, role, message, status) rows in one transaction: all of them or none."""
-        sql = "INSERT INTO messages (chat_id, role, message, status, created_at) VALUES ({})".format(
-            ", ".join([self.placeholder] * 5)
+    def _write(self, rows: list[tuple[str, str, str, str]], *, model: str | None = None) -> None:
+        """Insert (chat_id, role, message, status) rows in one transaction: all of them or none (model: the answers')."""
+        sql = "INSERT INTO messages (chat_id, role, message, status, model, created_at) VALUES ({})".format(
+            ", ".join([self.placeholder] * 6)
         )
-        now = datetime.now(UTC).isoformat()
-        with self.lock, self._transaction():
+        now = timestamp()
+        with self._connection() as db:
             for row in rows:
-                self.db.execute(sql, (*row, now))
+                db.execute(sql, (*row, model if row[1] == "assistant" else None, now))
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows of a query (placeholders written as ?)."""
-        with self.lock:
-            return list(self.db.execute(sql.replace("?", self.placeholder), params))
+        with self._connection() as db:
+            return list(db.execute(sql.replace("?", self.placeholder), params))
+
+    def _change(self, sql: str, params: tuple = ()) -> int:
+        """Run one DELETE or UPDATE (placeholders written as ?); how many rows it changed."""
+        with self._connection() as db:
+            return db.execute(sql.replace("?", self.placeholder), params).rowcount
 
     def add(self, chat_id: str, role: str, content: str) -> None:
         """Append one message to a chat (committed at once)."""
         self._write([(chat_id, role, content, "ok")])
 
-    def add_turn(self, chat_id: str, question: str, answer: str) -> None:
-        """Store a complete turn, question and answer, in one transaction."""
-        self._write([(chat_id, "user", question, "ok"), (chat_id, "assistant", answer, "ok")])
+    def add_turn(self, chat_id: str, question: str, answer: str, *, model: str | None = None) -> None:
+        """Store a complete turn, question and answer, in one transaction; model: who answered."""
+        self._write([(chat_id, "user", question, "ok"), (chat_id, "assistant", answer, "ok")], model=model)
 
     def add_failed(self, chat_id: str, question: str, reason: str) -> None:
         """Record a turn that did not complete (question + why), kept out of the conversation."""
         self._write([(chat_id, "user", question, "failed"), (chat_id, "assistant", reason, "failed")])
 
-    def messages(self, chat_id: str) -> list[dict]:
-        """A chat's messages, oldest first, as {"role", "content"} dicts ready for ollama.chat."""
-        rows = self._read(
-            "SELECT role, message FROM messages WHERE chat_id = ? AND status = 'ok' ORDER BY id", (chat_id,)
-        )
-        return [{"role": role, "content": content} for role, content in rows]
+    def messages(self, chat_id: str, *, limit: int | None = None) -> list[dict]:
+        """A chat's messages, oldest first, as {"role", "content"} dicts ready for ollama.chat.
+
+        limit: only the last `limit` messages, chosen by the database (ORDER BY id DESC LIMIT n): a long chat is never
+        read whole (lesson 19).
+        """
+        params: tuple = (chat_id,)
+        if limit is None:
+            sql = "SELECT role, message FROM messages WHERE chat_id = ? AND status = 'ok' ORDER BY id"
+        else:
+            sql = (
+                "SELECT role, message FROM (SELECT id, role, message FROM messages WHERE chat_id = ? AND status = 'ok'"
+                " ORDER BY id DESC LIMIT ?) AS recent ORDER BY id"
+            )
+            params = (chat_id, max(0, limit))
+        return [{"role": role, "content": content} for role, content in self._read(sql, params)]
 
     def rows(self, chat_id: str) -> list[dict]:
-        """Every stored row of a chat, failed ones included, with status and time."""
+        """Every stored row of a chat, failed ones included, with status, model and time."""
         rows = self._read(
-            "SELECT role, message, status, created_at FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,)
+            "SELECT role, message, status, model, created_at FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,)
         )
-        return [{"role": r, "content": m, "status": s, "created_at": str(t)} for r, m, s, t in rows]
+        return [
+            {"role": r, "content": m, "status": s, "model": model, "created_at": str(t)} for r, m, s, model, t in rows
+        ]
 
     def chat_ids(self) -> list[str]:
         """Every chat id, most recently active first."""
@@ -120,34 +145,71 @@ class HistoryStore:
 
     def delete(self, chat_id: str) -> int:
         """Forget a chat; returns how many rows were deleted."""
-        with self.lock, self._transaction():
-            return self.db.execute(f"DELETE FROM messages WHERE chat_id = {self.placeholder}", (chat_id,)).rowcount
+        return self._change("DELETE FROM messages WHERE chat_id = ?", (chat_id,))
+
+    def expire(self, *, days: float) -> int:
+        """Delete the chats whose last message is older than `days` (lesson 19); returns how many rows went."""
+        cutoff = timestamp(datetime.now(UTC) - timedelta(days=days))
+        return self._change(
+            "DELETE FROM messages WHERE chat_id IN (SELECT chat_id FROM messages GROUP BY chat_id"
+            " HAVING MAX(created_at) < ?)",
+            (cutoff,),
+        )
 
     def close(self) -> None:
         """Close the database connection."""
         self.db.close()
 
 
+def timestamp(when: datetime | None = None) -> str:
+    """A UTC time as ISO text with microseconds, so that text order is time order (created_at, expiry)."""
+    return (when or datetime.now(UTC)).isoformat(timespec="microseconds")
+
+
 class PostgresHistoryStore(HistoryStore):
-    """The same table in PostgreSQL (psycopg 3), so several app processes share one history. Taught in 13_serve.ipynb."""
+    """The same table in PostgreSQL (psycopg 3), so several app processes share one history. Taught in 13_serve.ipynb.
+
+    A pool of connections (psycopg-pool: threads do not queue behind one connection), each with a statement timeout;
+    timeout_s also bounds the wait for a free connection (lesson 19).
+    """
 
     placeholder = "%s"
     id_column = "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
 
-    def __init__(self, url: str) -> None:
-        import psycopg
+    def __init__(self, url: str, *, timeout_s: float = 5.0, pool_size: int = 4) -> None:
+        from psycopg_pool import ConnectionPool
 
-        self.url = url
+        self.url, self.timeout_s = url, timeout_s
         self.path = Path(url.split("@")[-1])  # for display only: no password
-        self.lock = threading.Lock()
-        self.db = psycopg.connect(url, autocommit=True)  # type: ignore[assignment]  # the same calls as sqlite3's
-        with self.lock, self._transaction():
-            self.db.execute("SELECT pg_advisory_xact_lock(7012)")  # two processes starting at once: one creates
-            self._create()
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            timeout=timeout_s,  # the longest wait for a free (or new) connection
+            kwargs={"autocommit": True, "options": f"-c statement_timeout={round(timeout_s * 1000)}"},
+            check=ConnectionPool.check_connection,  # a connection the server dropped is replaced, not handed out
+            open=False,
+            name="history",
+        )
+        try:
+            self.pool.open(wait=True, timeout=timeout_s)
+            with self._connection() as db:
+                db.execute("SELECT pg_advisory_xact_lock(7012)")  # two processes starting at once: one creates
+                self._create(db)
+                db.execute("ALTER TABLE messages ADD COLUMN IF NOT EXISTS model TEXT")  # a table from before lesson 19
+        except BaseException:
+            self.pool.close()
+            raise
 
-    def _transaction(self) -> AbstractContextManager:
-        """A psycopg transaction block (a connection's own `with` would close it)."""
-        return self.db.transaction()  # type: ignore[attr-defined]
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection in a transaction block, given back to the pool afterwards."""
+        with self.pool.connection() as db, db.transaction():
+            yield db
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.pool.close()
 
 
 class HistoryUnavailableError(RuntimeError):
@@ -160,7 +222,7 @@ HISTORY_HELP = (
 )
 
 
-def open_history(target: str | Path) -> HistoryStore:
+def open_history(target: str | Path, *, timeout_s: float = 5.0) -> HistoryStore:
     """A HistoryStore for a SQLite path, or a PostgresHistoryStore for a postgresql:// URL. Taught in 13_serve.ipynb.
 
     A URL of another kind, or a PostgreSQL that does not answer, raises HistoryUnavailableError saying the fix.
@@ -168,7 +230,7 @@ def open_history(target: str | Path) -> HistoryStore:
     text = str(target)
     scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
     if scheme is None or scheme.group(1) == "sqlite":
-        return HistoryStore(text.removeprefix("sqlite:///"))
+        return HistoryStore(text.removeprefix("sqlite:///"), timeout_s=timeout_s)
     if scheme.group(1) not in ("postgresql", "postgres"):
         raise HistoryUnavailableError(
             f"HISTORY_URL {text.split('@')[-1]!r}: {scheme.group(1)}:// is not supported. {HISTORY_HELP}"
@@ -176,7 +238,7 @@ def open_history(target: str | Path) -> HistoryStore:
     import psycopg
 
     try:
-        return PostgresHistoryStore(text)
+        return PostgresHistoryStore(text, timeout_s=timeout_s)
     except psycopg.Error as exc:
         where = text.split("@")[-1]  # no password in the message
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

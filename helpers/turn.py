@@ -19,8 +19,8 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from helpers.embedders import with_prefix
 from helpers.cache import CachedAnswer, TurnCaches, answer_key
+from helpers.embedders import with_prefix
 from helpers.guardrails import Guard
 from helpers.history import rewrite_query
 from helpers.language import texts_for

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -242,3 +243,139 @@ def test_an_unreachable_postgres_says_to_start_it():
     with pytest.raises(HistoryUnavailableError, match="cannot be opened.*Start PostgreSQL") as caught:
         open_history(url)
     assert "secret" not in str(caught.value)
+
+
+# Lesson 19: the bounded store. The LIMIT in SQL, expiry, a statement timeout, a pool, and an outage the answer survives.
+
+
+def test_the_history_limit_is_in_the_sql_not_in_python(store):
+    for i in range(40):
+        store.add_turn("long", f"q{i}", f"a{i}")
+    store.add_failed("long", "q-failed", "why")
+    fetched = []
+    read = store._read
+
+    def spy(sql, params=()):
+        rows = read(sql, params)
+        fetched.append((sql, len(rows)))
+        return rows
+
+    store._read = spy
+    assert [m["content"] for m in store.messages("long", limit=6)] == ["q37", "a37", "q38", "a38", "q39", "a39"]
+    assert "LIMIT" in fetched[0][0] and fetched[0][1] == 6, "the database returned only the last 6 rows"
+    assert len(store.messages("long")) == 80 and store.messages("long", limit=0) == []
+
+
+def test_chats_idle_longer_than_the_ttl_expire(store):
+    store.add_turn("old", "q", "a")
+    store.add_turn("recent", "q", "a")
+    store.add_turn("revived", "q", "a")
+    long_ago = "2020-01-01T00:00:00.000000+00:00"
+    store._change("UPDATE messages SET created_at = ? WHERE chat_id IN ('old', 'revived')", (long_ago,))
+    store.add_turn("revived", "q2", "a2")  # a chat that is still used keeps its old turns
+    assert store.expire(days=30) == 2
+    assert sorted(store.chat_ids()) == ["recent", "revived"] and len(store.messages("revived")) == 4
+    assert store.expire(days=30) == 0
+
+
+def test_a_turn_names_the_model_that_answered(store):
+    store.add_turn("c", "q", "a", model="smollm2:135m (openai@127.0.0.1:1)")
+    assert [r["model"] for r in store.rows("c")] == [None, "smollm2:135m (openai@127.0.0.1:1)"]
+
+
+@pytest.mark.slow
+def test_a_slow_statement_is_cancelled_by_the_timeout(postgres_url):
+    import psycopg
+
+    fresh_postgres(postgres_url).close()
+    store = PostgresHistoryStore(postgres_url, timeout_s=0.5)
+    with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+        store._read("SELECT pg_sleep(3)")
+    assert store._read("SELECT 1") == [(1,)], "the pool hands out a working connection afterwards"
+    store.close()
+
+
+@pytest.mark.slow
+def test_the_pool_serves_several_threads_at_once(postgres_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh_postgres(postgres_url).close()
+    store = PostgresHistoryStore(postgres_url, pool_size=3)
+    with ThreadPoolExecutor(3) as pool:
+        pids = list(pool.map(lambda _: store._read("SELECT pg_backend_pid() FROM pg_sleep(1)")[0][0], range(3)))
+    assert len(set(pids)) == 3, "three statements ran at once, each on its own connection"
+    store.close()
+
+
+def served_app(stand_in, history, **tuning):
+    """The app on the in-process stand-in with history, short answers and one source."""
+    from app.service import create_app
+    from tests.support.served import indexed_qdrant, stand_in_config
+
+    url = stand_in[0]
+    app = create_app(
+        stand_in_config(url), qdrant=indexed_qdrant(url), history=history, options={"num_predict": 16}, tuning=tuning
+    )
+    app.state.service.k = 1
+    return app
+
+
+@pytest.mark.slow
+def test_old_chats_are_expired_when_the_app_starts(stand_in, postgres_url):
+    from infra.background import BackgroundServer
+
+    store = fresh_postgres(postgres_url)
+    store.add_turn("stale", "q", "a")
+    store.add_turn("fresh", "q", "a")
+    store._change("UPDATE messages SET created_at = ? WHERE chat_id = 'stale'", ("2020-01-01T00:00:00+00:00",))
+    with BackgroundServer(served_app(stand_in, store, history_ttl_days=30)) as server:
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{server.url}/chats/stale").json()["messages"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(f"{server.url}/chats/stale").json()["messages"] == []
+        assert len(httpx.get(f"{server.url}/chats/fresh").json()["messages"]) == 2
+    store.close()
+
+
+@pytest.mark.slow
+def test_the_answer_streams_while_postgresql_is_down(stand_in, postgres_url):
+    import psycopg
+
+    from infra.background import BackgroundServer
+    from tests.support.served import ask
+
+    admin = psycopg.connect(postgres_url, autocommit=True)
+    admin.execute("DROP DATABASE IF EXISTS outage")
+    admin.execute("CREATE DATABASE outage")
+    url = postgres_url.rsplit("/", 1)[0] + "/outage"
+    store = PostgresHistoryStore(url, timeout_s=1)
+    try:
+        with (
+            BackgroundServer(served_app(stand_in, store)) as server,
+            httpx.Client(base_url=server.url, timeout=600) as http,
+        ):
+            assert dict(ask(http, "c", "Who leads the search and rescue team?"))["done"]["saved"] is True
+            admin.execute("ALTER DATABASE outage ALLOW_CONNECTIONS false")  # the outage: no connection gets in
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'outage'")
+            events = ask(http, "c", "Where is the muster point during a fire alarm?")
+            names = [e for e, _ in events]
+            assert "token" in names and names[-1] == "done", names
+            assert dict(events)["done"]["saved"] is False
+            assert "rag_turns_unsaved_total 1.0" in http.get("/metrics").text
+            admin.execute("ALTER DATABASE outage ALLOW_CONNECTIONS true")  # back: the next turn is saved again
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the pool reconnects by itself, with a backoff
+                try:
+                    store._read("SELECT 1")
+                    break
+                except psycopg.Error:
+                    time.sleep(0.5)
+            assert dict(ask(http, "c", "How cold does it get in winter?"))["done"]["saved"] is True
+            kept = [m["content"] for m in http.get("/chats/c").json()["messages"] if m["role"] == "user"]
+            assert kept == ["Who leads the search and rescue team?", "How cold does it get in winter?"]
+    finally:
+        store.close()
+        admin.execute("ALTER DATABASE outage ALLOW_CONNECTIONS true")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'outage'")
+        admin.execute("DROP DATABASE IF EXISTS outage")
+        admin.close()

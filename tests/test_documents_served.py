@@ -82,3 +82,31 @@ def test_the_app_answers_from_a_folder_and_its_source_names_the_pdf_page(stand_i
     assert "skipped broken.pdf" in text and "damaged PDF" in text
     read = 3 + sum(bool(page.strip()) for page in case.pages)  # md, txt, html and a Document per PDF page
     assert f"{read} documents (" in text and f"{read} added" in text, "the start-up line says what sync_index did"
+
+
+ONEGIN = Path(__file__).resolve().parents[1] / "data" / "books" / "onegin" / "ru"
+
+
+@pytest.mark.slow
+def test_a_russian_question_is_answered_from_a_russian_folder_with_the_multilingual_embedder(stand_in, tmp_path):
+    url, _server = stand_in
+    folder = tmp_path / "онегин"
+    folder.mkdir()
+    for name, lines in (("01.md", 60), ("02.md", 60)):  # the openings of chapters 1 and 2: the uncle is in the first
+        text = (ONEGIN / name).read_text(encoding="utf-8").splitlines()[:lines]
+        (folder / name).write_text("\n".join(text) + "\n", encoding="utf-8")
+    (folder / "parking.md").write_text("# Parking\n\nVisitors park in the north lot.\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in {"WORKSHOP_OFFLINE", "QDRANT_URL", "HISTORY_URL"}}
+    env |= {
+        "OLLAMA_HOST": url,
+        "CORPUS_DIR": str(folder),
+        "WORKSHOP_STATE_DIR": str(tmp_path / "state"),
+        "EMBED_MODEL": "multilingual-e5-small",
+    }
+    with app_process(env, log=tmp_path / "app.log") as base, httpx.Client(base_url=base, timeout=600) as http:
+        assert http.get("/healthz").json()["parts"]["documents"] == "ok"
+        events = ask(http, "onegin-ru", "Каких правил был мой дядя?")
+    assert [name for name, _ in events][-1] == "done", events[-1]
+    sources = dict(events)["sources"]["sources"]
+    assert sources[0]["title"] == "Глава первая", [s["title"] for s in sources]  # «Мой дядя самых честных правил»
+    assert "честных правил" in sources[0]["text"], sources[0]["text"]

@@ -41,7 +41,7 @@ from bench.common import load_note, private_stand_in, progress, table
 from helpers.chunking import Chunk, chunk_documents
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 from helpers.corpus import load_documents
-from helpers.index import chunk_payload, embed_texts, embedding_text
+from helpers.index import chunk_payload, embedding_text
 from helpers.rag import Hit, build_messages
 from infra.standin.models import ChatModel, Embedder, SamplingOptions
 
@@ -394,39 +394,6 @@ def run(
     )
 
 
-E5_MODEL = "multilingual-e5-small"
-
-
-def compare_embedders(rounds: int = 3, embed_chunks: int = 320, batch_size: int = 32) -> str:
-    """all-minilm vs multilingual-e5-small on a private stand-in: chunks/s (as passages) and resident memory."""
-    load_at_start = load_note()
-    chunks = chunk_documents(load_documents()[0])
-    texts = [t for b in embed_batches(chunks, embed_chunks, batch_size) for t in b]
-    with private_stand_in() as url:
-        client = ollama.Client(host=url)
-        pid = int(httpx.get(url + "/api/version", timeout=10).json()["pid"])
-        memory = {"started (chat model and all-minilm loaded)": rss_mb(pid)}
-        client.embed(model=E5_MODEL, input="passage: warm-up")
-        memory["multilingual-e5-small loaded"] = rss_mb(pid)
-        speed: dict[str, list[float]] = {EMBED_MODEL: [], E5_MODEL: []}
-        for i in range(rounds):
-            order = [EMBED_MODEL, E5_MODEL] if i % 2 == 0 else [E5_MODEL, EMBED_MODEL]
-            for model in order:
-                progress(f"embedders round {i + 1}/{rounds}: {model}")
-                speed[model].append(
-                    len(texts)
-                    / timed(lambda m=model: embed_texts(client, texts, model=m, batch_size=batch_size, progress=False))
-                )
-        memory[f"after {rounds} rounds of {len(texts)} chunks with both"] = rss_mb(pid)
-    rows = [[m, f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]"] for m, v in speed.items()]
-    rows += [[f"stand-in memory (MB), {k}", f"{v:.0f}"] for k, v in memory.items()]
-    head = (
-        f"The stand-in's embedding models over HTTP: {len(texts)} workshop chunks in batches of {batch_size}, "
-        f"{rounds} rounds, medians\nmeasured under {load_at_start} at the start, {load_note()} at the end\n\n"
-    )
-    return head + table(["model", "chunks/s [min-max] / MB"], rows)
-
-
 def verdict(ok: bool) -> str:
     """PASS or MISS."""
     return "PASS" if ok else "MISS"
@@ -511,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedders", action="store_true", help="only all-minilm vs multilingual-e5-small")
     args = parser.parse_args(argv)
     if args.embedders:
+        from bench.embedders import compare_embedders  # its own module; it reuses this one's timing helpers
+
         print(compare_embedders(args.rounds, args.embed_chunks))
         return 0
     report = run(args.rounds, args.num_predict, args.prompt_tokens, args.embed_chunks, threads=args.threads)

@@ -1,6 +1,6 @@
 """Load on the served app: N concurrent chats x T turns over real HTTP on 127.0.0.1, against one offline stand-in.
 
-    .venv/bin/python -m bench.load [--chats 16] [--turns 3] [--num-predict 48] [--deadline 1800]
+    .venv/bin/python -m bench.load [--chats 16] [--turns 3] [--num-predict 48] [--queue-max 4] [--deadline 1800]
 
 A private stand-in runs in a child process (bench.common); the app (app.service, indexing the handbook into
 embedded Qdrant at start-up, history in a temporary SQLite file) is served by uvicorn in this process; the chats are
@@ -8,6 +8,10 @@ asyncio tasks with httpx, each asking the turns of one multi-turn conversation o
 Printed: errors (must be 0), turns stored (must equal turns sent), p50/p95 time to first token as the client sees
 it, and the whole server's answer tokens/s as a ratio to the stand-in's own single-stream tokens/s, measured first
 in the same run with the same prompts and options. Bounded: the run stops at --deadline seconds (then it fails).
+With --queue-max N (lesson 18's bounded generation queue, WORKSHOP_QUEUE_MAX) a turn past N answers at once is
+turned away with 503 and Retry-After; the chat waits that long and asks again, as a polite client does. Printed too:
+how many times turns were turned away, how fast (the 503's own latency), and the time to first token of the
+admitted ones.
 """
 
 from __future__ import annotations
@@ -69,10 +73,13 @@ def single_stream_tps(service: object, questions: list[str]) -> tuple[float, int
 
 
 async def one_turn(http: httpx.AsyncClient, chat_id: str, question: str) -> dict:
-    """POST one question; the client-side time to first token, the done event, or the error."""
+    """POST one question; the client-side time to first token, the done event, or the error (a 503: retry_after)."""
     start, ttft, done, error = time.perf_counter(), None, None, None
     try:
         async with http.stream("POST", f"/chat/{chat_id}", json={"question": question}) as response:
+            if response.status_code == 503 and "Retry-After" in response.headers:
+                await response.aread()
+                return {"retry_after": float(response.headers["Retry-After"]), "busy_s": time.perf_counter() - start}
             if response.status_code != 200:
                 return {"error": f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"}
             event = None
@@ -99,7 +106,11 @@ async def load(url: str, convs: list[list[str]]) -> tuple[list[dict], float]:
 
     async def chat(i: int, questions: list[str]) -> None:
         for question in questions:
-            results.append({"chat": f"load-{i}", **await one_turn(http, f"load-{i}", question)})
+            turned_away: list[float] = []  # the 503s' own latencies, before this turn was admitted
+            while "retry_after" in (result := await one_turn(http, f"load-{i}", question)):
+                turned_away.append(result["busy_s"])
+                await asyncio.sleep(result["retry_after"])
+            results.append({"chat": f"load-{i}", "turned_away": turned_away, **result})
 
     start = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=None) as http:
@@ -120,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-predict", type=int, default=48, help="answer tokens at most, per turn")
     parser.add_argument("--k", type=int, default=4, help="chunks retrieved per question (the app's default: 4)")
     parser.add_argument("--baseline", type=int, default=3, help="single-stream generations measured first")
+    parser.add_argument("--queue-max", type=int, default=0, help="answers at once before a 503 (0: unbounded)")
     parser.add_argument("--deadline", type=float, default=1800, help="seconds the load run may take at most")
     args = parser.parse_args(argv)
     convs = conversations(args.chats, args.turns)
@@ -128,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         history = HistoryStore(Path(tmp) / "history.sqlite")
         service = create_app(stand_in_config(stand_in), history=history, options={"num_predict": args.num_predict})
         service.state.service.k = args.k
+        service.state.service.limits.queue_max = args.queue_max  # lesson 18's bounded queue (0: unbounded)
         with BackgroundServer(service) as server:
             progress(
                 f"app ready in {service.state.service.startup_s:.1f} s (indexing the handbook); "
@@ -143,9 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     ttfts = [r["ttft"] for r in results if r["ttft"] is not None]
     tokens = sum(r["done"]["completion_tokens"] for r in results if r["done"])
     sent = len(results)
+    busy = [s for r in results for s in r["turned_away"]]
+    busy_note = f", answered in p50 {statistics.median(busy) * 1000:.0f} ms" if busy else ""
     tps_server = tokens / wall
     rows = [
         ("chats x turns", f"{args.chats} x {args.turns} (k={args.k}, answers of at most {args.num_predict} tokens)"),
+        ("generation queue", f"at most {args.queue_max} at once" if args.queue_max else "unbounded"),
+        (
+            "503s (Retry-After, then asked again)",
+            f"{len(busy)} in {sum(bool(r['turned_away']) for r in results)} turns{busy_note}",
+        ),
         ("errors", f"{len(errors)} (must be 0)"),
         ("turns stored / sent", f"{stored} / {sent} (must be equal); failed rows {failed}"),
         ("time to first token p50 / p95", f"{statistics.median(ttfts):.1f} s / {percentile(ttfts, 95):.1f} s"),

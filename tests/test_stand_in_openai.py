@@ -89,7 +89,11 @@ def test_embeddings_are_the_same_vectors_as_api_embed(oa, client):
 
 
 def test_models(oa):
-    assert {m.id for m in oa.models.list()} == {STAND_IN_CHAT_MODEL, "all-minilm:latest"}
+    assert {m.id for m in oa.models.list()} == {
+        STAND_IN_CHAT_MODEL,
+        "all-minilm:latest",
+        "multilingual-e5-small:latest",
+    }
     assert oa.models.retrieve(STAND_IN_CHAT_MODEL).id == STAND_IN_CHAT_MODEL
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from app.service import create_app
 from helpers.chat_app import ChatApp
+from helpers.corpus import collection_name
 from helpers.history import HistoryStore, context_query, refers_back
 from helpers.metrics import MetricsLog
 from helpers.rag import Hit
@@ -35,7 +36,13 @@ def test_chat_app_and_service_send_the_model_identical_messages_with_the_users_w
         qdrant = indexed_qdrant(stand_in[0])
         notebook_history, served_history = HistoryStore(tmp_path / "nb.sqlite"), HistoryStore(tmp_path / "app.sqlite")
         app = ChatApp(
-            ollama.Client(host=proxy.url), qdrant, "handbook", cfg=cfg, history=notebook_history, k=2, options=SHORT
+            ollama.Client(host=proxy.url),
+            qdrant,
+            collection_name(embed_model=cfg.embed_model),
+            cfg=cfg,
+            history=notebook_history,
+            k=2,
+            options=SHORT,
         )
         app.chat_id = "same-chat"
         for store in (notebook_history, served_history):

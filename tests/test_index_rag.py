@@ -5,9 +5,13 @@ The tests that use the models are slow (tests/conftest.py marks them); the index
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import ollama
 import pytest
 from qdrant_client import QdrantClient, models
 
+from bench.answers import best_threshold
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 from helpers.corpus import load_questions
 from helpers.index import (
@@ -18,7 +22,19 @@ from helpers.index import (
     index_chunks,
     point_id,
 )
-from helpers.rag import NOT_IN_DOCS, Hit, build_messages, citations, cited_numbers, retrieve
+from helpers.rag import (
+    NOT_IN_DOCS,
+    SCORE_GATE,
+    Hit,
+    answer_grounded,
+    answer_schema,
+    build_messages,
+    citations,
+    cited_numbers,
+    gated,
+    retrieve,
+    structured_messages,
+)
 
 COLLECTION = "handbook"
 CORPUS_KINDS = {"single", "numeric", "recency", "multi_doc"}
@@ -159,6 +175,44 @@ def test_prompt_numbers_the_sources():
     assert user["role"] == "user" and user["content"].rstrip().endswith("Answer with citations:")
     positions = [user["content"].index(f"[{i}] Doc {i} (updated 2025-01-01)\ntext {i}") for i in (1, 2, 3)]
     assert positions == sorted(positions) and "Question: Which form?" in user["content"]
+
+
+def test_answer_schema_allows_only_the_given_source_ids():
+    hits = make_hits(3)
+    schema = answer_schema(hits)
+    assert schema["required"] == ["answer", "sources"]
+    sources = schema["properties"]["sources"]
+    assert sources["items"]["enum"] == ["doc1#0", "doc2#0", "doc3#0"] and sources["minItems"] == 1
+    assert answer_schema(hits, ask_answerable=True)["required"] == ["answerable", "answer", "sources"]
+    system, user = structured_messages("Which form?", hits, ask_answerable=True)
+    assert "answerable" in system["content"] and "id: doc2#0\nDoc 2 (updated 2025-01-01)\ntext 2" in user["content"]
+
+
+def test_score_gate_refuses_without_calling_the_model():
+    low = [replace(h, score=SCORE_GATE - 0.01) for h in make_hits(2)]
+    assert gated(low) and gated([]) and not gated(make_hits(2)) and not gated(low, gate=None)
+    nowhere = ollama.Client(host="http://127.0.0.1:9")  # a real client; the gate answers before any request
+    result = answer_grounded(nowhere, "How fast is PETREL?", low, model=STAND_IN_CHAT_MODEL)
+    assert result.answer == NOT_IN_DOCS and result.refused_by == "score gate" and result.sources == []
+
+
+def test_best_threshold_separates_the_scores():
+    gate, right, n = best_threshold([0.2, 0.3, 0.6, 0.7], [False, False, True, True])
+    assert (gate, right, n) == (0.45, 4, 4)
+    gate, right, _ = best_threshold([0.5, 0.4, 0.6], [False, True, True])  # no clean cut: 2 of 3 at best
+    assert right == 2
+
+
+@pytest.mark.slow
+def test_structured_answer_cites_only_given_ids(handbook, client):
+    question = "Which form do I use to report an incident or a near miss, and how soon must it be handed in?"
+    hits = retrieve(client, handbook, COLLECTION, question, embed_model=EMBED_MODEL, k=5)
+    assert not gated(hits)
+    result = answer_grounded(
+        client, question, hits, model=STAND_IN_CHAT_MODEL, options={"temperature": 0, "seed": 42, "num_predict": 80}
+    )
+    print(f"answer: {result.answer!r}; sources: {[h.chunk_id for h in result.sources]}")
+    assert result.sources and all(h in hits for h in result.sources) and not result.refused_by
 
 
 @pytest.mark.slow

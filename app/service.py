@@ -30,7 +30,7 @@ from app.errors import BACKEND_DOWN, MAX_QUESTION_CHARS
 from app.routes import STATIC, router
 from app.sse import answer_events, sse
 from app.state import Service, index_handbook
-from helpers.guardrails import Guard
+from helpers.guardrails import SERVED, Guard
 from helpers.history import HistoryStore, open_history
 from helpers.setup import Config
 from helpers.turn import generation_options
@@ -123,7 +123,8 @@ def create_app(
     """The FastAPI app; cfg defaults to setup(), qdrant to QDRANT_URL or embedded, history to HISTORY_URL or SQLite.
 
     tuning: Service fields such as read_s, deadline_s, attempts, breaker_failures, breaker_reset_s (lesson 14).
-    guardrails: lesson 15's Guard on every turn; None reads WORKSHOP_GUARDRAILS (on unless it is 0).
+    guardrails: lesson 15's Guard (helpers.guardrails.SERVED) on every turn; None reads WORKSHOP_GUARDRAILS
+    (on unless it is 0).
     """
     if cfg is None:
         from helpers.setup import setup
@@ -141,7 +142,7 @@ def create_app(
         cfg=cfg, qdrant=qdrant, history=history, options=generation_options(options), hybrid=hybrid, **(tuning or {})
     )
     if cfg.settings.guardrails if guardrails is None else guardrails:
-        svc.guard = Guard(svc.client)
+        svc.guard = Guard(svc.client, settings=SERVED)  # every layer but the marked sources: docs/benchmarks.md
     app = FastAPI(title="Halvorsen Ridge Station handbook chat", lifespan=lifespan_for(svc, own_history=own_history))
     app.state.service = svc
     app.add_middleware(CountRequests, svc=svc)

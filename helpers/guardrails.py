@@ -342,6 +342,9 @@ LAYERS = ("rules", "similarity", "scan_sources", "mark_sources", "check_output")
 NONE = replace(
     GuardSettings(), rules=False, similarity=False, scan_sources=False, mark_sources=False, check_output=False
 )
+# The served app's default (lesson 13): every layer but the marked sources, whose system prompt cost answers with no
+# attack in sight (docs/benchmarks.md#guardrails-lesson-15, the "benign answers correct" column).
+SERVED = replace(GuardSettings(), mark_sources=False)
 
 
 def cumulative_layers() -> list[tuple[str, GuardSettings]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -269,6 +270,7 @@ def test_service_refuses_a_blocked_question_over_sse_and_the_setting_turns_it_of
     down = stand_in_config(f"http://127.0.0.1:{free_port()}")  # the rules need no model: the refusal comes first
     app = create_app(down, qdrant=QdrantClient(":memory:"), history=history)
     assert app.state.service.guard is not None  # on by default
+    assert app.state.service.guard.settings == replace(GuardSettings(), mark_sources=False)  # the measured default
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         events = ask(http, "blocked-1", BLOCKED)
         assert [name for name, _ in events] == ["guard", "done"]

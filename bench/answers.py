@@ -9,7 +9,8 @@ indexed into embedded Qdrant, each question retrieves k chunks once, and every v
 the prompt of the chat app and the service; `example` a candidate with a worked example; `json` is
 helpers.rag.answer_grounded without a gate (an Ollama `format` schema whose sources are an enum of the given chunk
 ids); `json+answerable` adds an "answerable" boolean to the schema; `gate+json` and `gate+lesson06` refuse with the
-sentence, without a model call, when the best source scores below helpers.rag.SCORE_GATE. A gated variant reuses its
+sentence, without a model call, when the best source scores below the gate (--gate; default: the best threshold
+on the set, the value helpers.rag.SCORE_GATE holds). A gated variant reuses its
 ungated twin's answers (same request, temperature 0). The threshold the gate should have is computed on every
 question of the set (retrieval only) and printed. Questions: lesson 06's own samples first, then the standalone
 questions of data/questions.jsonl (follow-ups need a history: lesson 07), answerable and unanswerable interleaved so

@@ -169,6 +169,7 @@ class Settings:
         5.0  # HISTORY_TIMEOUT_S: the longest one history statement (or a free connection) may take
     )
     history_ttl_days: float = 30.0  # HISTORY_TTL_DAYS: chats idle longer are deleted (0: kept forever)
+    mem_limit: int = 0  # MEM_LIMIT (bytes; Binder sets it): the session's memory limit for setup()'s warning; 0: none
 
 
 def _corpus_dir(env: Mapping[str, str]) -> Path | None:
@@ -224,6 +225,7 @@ def read_settings() -> Settings:
         chat_backends=env.get("CHAT_BACKENDS", "").strip() or None,
         history_timeout_s=_number(env, "HISTORY_TIMEOUT_S", default=5.0) or 5.0,
         history_ttl_days=_number(env, "HISTORY_TTL_DAYS", default=30.0),
+        mem_limit=_count(env, "MEM_LIMIT", default=0),
     )
 
 

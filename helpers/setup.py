@@ -24,6 +24,7 @@ from helpers.config import (
     probe_ollama,
     read_settings,
 )
+from helpers.memory import memory_line, memory_use, memory_warning
 from helpers.resilience import make_client
 
 STAND_IN_START_S = 180.0  # loading both models on a busy 2-core machine; the launcher itself waits 120 s
@@ -165,6 +166,7 @@ def setup(*, quiet: bool = False) -> Config:
         fast=settings.fast,
         settings=settings,
     )
+    use = memory_use(mem_limit=settings.mem_limit)  # the session's cgroup (Binder, a hub, a container), or MEM_LIMIT
     if not quiet:
         label = "Ollama" if backend == "ollama" else "offline stand-in (small model: weaker answers)"
         rows = [
@@ -192,6 +194,11 @@ def setup(*, quiet: bool = False) -> Config:
                     "is set (a real Ollama has no such cap)",
                 ),
             )
+        if use is not None:
+            rows.append(("memory", memory_line(use)))
         width = max(len(k) for k, _ in rows)
         print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    warning = memory_warning(use)
+    if warning:
+        print(warning)
     return cfg

@@ -16,6 +16,7 @@ from qdrant_client import QdrantClient
 
 from helpers.config import REPO_ROOT, STAND_IN_CHAT_MODEL, read_settings
 from helpers.setup import Config
+from tests.support.processes import stop_process
 
 
 def stand_in_config(host: str) -> Config:
@@ -101,9 +102,4 @@ def app_process(env: dict[str, str], *, log: Path, timeout: float = 600.0) -> It
             yield f"http://127.0.0.1:{port}"
         finally:
             timer.cancel()
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, grace_s=30)

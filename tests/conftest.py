@@ -138,9 +138,12 @@ def handbook_index(client):
 def served_qdrant(stand_in, handbook_index):
     """Embedded Qdrant holding the handbook as the served app indexes it, built once per session from handbook_index.
 
-    The app's own sync runs (tests/support/served.py indexed_qdrant) and finds every document unchanged. Read-only.
+    The app's own sync runs (tests/support/served.py indexed_qdrant) and finds every document unchanged; with another
+    EMBED_MODEL than handbook_index's the app indexes it all itself. A test that changes it restores it.
     """
-    from tests.support.served import indexed_qdrant
+    from helpers.config import EMBED_MODEL
+    from tests.support.served import indexed_qdrant, stand_in_config
 
     qdrant, _, name = handbook_index
-    return indexed_qdrant(stand_in[0], seed=(qdrant, name))
+    same_embedder = stand_in_config(stand_in[0]).embed_model == EMBED_MODEL
+    return indexed_qdrant(stand_in[0], seed=(qdrant, name) if same_embedder else None)

@@ -33,7 +33,7 @@ def stand_in_config(host: str) -> Config:
     )
 
 
-def copy_collection(source: QdrantClient, name: str, target: QdrantClient, target_name: str) -> int:
+def copy_collection(source: QdrantClient, name: str, target: QdrantClient, *, target_name: str) -> int:
     """Copy every point of source's collection name (vectors and payloads) into target_name; the points copied."""
     from helpers.index import ensure_collection
 
@@ -60,7 +60,7 @@ def indexed_qdrant(host: str, *, seed: tuple[QdrantClient, str] | None = None) -
     qdrant = QdrantClient(":memory:")
     svc = Service(cfg=stand_in_config(host), qdrant=qdrant, history=HistoryStore(":memory:"))
     if seed is not None:
-        copy_collection(*seed, qdrant, svc.collection)
+        copy_collection(*seed, qdrant, target_name=svc.collection)
     ensure_index(svc)
     return qdrant
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from helpers.config import REPO_ROOT, STAND_IN_CHAT_MODEL
 from infra.standin.launcher import is_stand_in
+from tests.support.processes import stop_process
 
 START_TIMEOUT_S = 120.0
 
@@ -79,12 +80,7 @@ def private_stand_in(chat_threads: int | None = None) -> Iterator[str]:
             wait_ready(url, proc, log)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, grace_s=10)
 
 
 def load_note() -> str:

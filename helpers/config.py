@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import sys
 import urllib.error
@@ -16,6 +17,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
@@ -28,6 +30,7 @@ EMBED_MODEL = "all-minilm"  # all-MiniLM-L6-v2, 384-d, on both backends
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 HISTORY_SCHEMES = ("postgresql://", "postgres://", "sqlite:///")
+N = TypeVar("N", int, float)  # what _number reads
 LANGUAGE_CHOICES = ("auto", "en", "ru")  # WORKSHOP_LANGUAGE; the texts of each: helpers/language.py
 
 
@@ -46,35 +49,31 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a yes/no value: set {name}=1 (on) or {name}=0 (off), or unset it.")
 
 
-def _port(env: Mapping[str, str], name: str, *, default: int) -> int:
-    """A TCP port variable (1-65535); unset or empty gives default."""
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    *,
+    kind: type[N],
+    default: N,
+    minimum: N,
+    maximum: N | None = None,
+    noun: str = "",
+) -> N:
+    """A number variable read as kind (int or float), within minimum..maximum; unset or empty gives default."""
     raw = env.get(name, "")
     if not raw.strip():
         return default
     try:
-        port = int(raw.strip())
+        value: N | None = kind(raw.strip())
     except ValueError:
-        port = 0
-    if not 1 <= port <= 65535:
-        raise SettingsError(
-            f"{name}={raw!r} is not a port number: set {name} to a free TCP port from 1 to 65535 "
-            f"(e.g. {name}={default}), or unset it for {default}."
-        )
-    return port
-
-
-def _count(env: Mapping[str, str], name: str, *, default: int) -> int:
-    """A whole number >= 0 (0 often means "off"); unset or empty gives default."""
-    raw = env.get(name, "")
-    if not raw.strip():
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise SettingsError(f"{name}={raw!r} is not a whole number: set {name}={default} (or 0 for off), or unset it.")
-    return value
+        value = None
+    if value is not None and math.isfinite(value) and minimum <= value and (maximum is None or value <= maximum):
+        return value
+    noun = noun or ("a whole number" if kind is int else "a number")
+    bounds = f"from {minimum:g} to {maximum:g}" if maximum is not None else f"of {minimum:g} or more"
+    raise SettingsError(
+        f"{name}={raw!r} is not {noun} {bounds}: set e.g. {name}={default:g}, or unset it for {default:g}."
+    )
 
 
 def _history_url(env: Mapping[str, str]) -> str | None:
@@ -97,20 +96,6 @@ def _language(env: Mapping[str, str]) -> str:
             f"WORKSHOP_LANGUAGE={raw!r} is not supported: set it to auto (the documents' language), en or ru, "
             "or unset it for auto."
         )
-    return value
-
-
-def _number(env: Mapping[str, str], name: str, *, default: float) -> float:
-    """A non-negative number variable; unset or empty gives default."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise SettingsError(f"{name}={raw!r} is not a number of 0 or more: set e.g. {name}={default:g}, or unset it.")
     return value
 
 
@@ -209,7 +194,15 @@ def read_settings() -> Settings:
         qdrant_url=env.get("QDRANT_URL") or None,
         force_offline=_flag(env, "WORKSHOP_OFFLINE", default=False),
         fast=_flag(env, "WORKSHOP_FAST", default=False),
-        stand_in_port=_port(env, "WORKSHOP_STAND_IN_PORT", default=DEFAULT_STAND_IN_PORT),
+        stand_in_port=_number(
+            env,
+            "WORKSHOP_STAND_IN_PORT",
+            kind=int,
+            default=DEFAULT_STAND_IN_PORT,
+            minimum=1,
+            maximum=65535,
+            noun="a port number",
+        ),
         chat_gguf=env.get("WORKSHOP_CHAT_GGUF") or None,
         state_dir=Path(env.get("WORKSHOP_STATE_DIR") or REPO_ROOT / ".workshop"),
         history_url=_history_url(env),
@@ -218,14 +211,18 @@ def read_settings() -> Settings:
         language=_language(env),
         answer_cache=_flag(env, "WORKSHOP_CACHE", default=False),
         api_keys=_flag(env, "WORKSHOP_API_KEYS", default=False),
-        rate_limit=_count(env, "WORKSHOP_RATE_LIMIT", default=0),
-        token_budget=_count(env, "WORKSHOP_TOKEN_BUDGET", default=0),
-        budget_window_s=_count(env, "WORKSHOP_BUDGET_WINDOW_S", default=3600),
-        queue_max=_count(env, "WORKSHOP_QUEUE_MAX", default=32),
+        rate_limit=_number(env, "WORKSHOP_RATE_LIMIT", kind=int, default=0, minimum=0),
+        token_budget=_number(env, "WORKSHOP_TOKEN_BUDGET", kind=int, default=0, minimum=0),
+        budget_window_s=_number(env, "WORKSHOP_BUDGET_WINDOW_S", kind=int, default=3600, minimum=1),
+        queue_max=_number(env, "WORKSHOP_QUEUE_MAX", kind=int, default=32, minimum=0),
         chat_backends=env.get("CHAT_BACKENDS", "").strip() or None,
-        history_timeout_s=_number(env, "HISTORY_TIMEOUT_S", default=5.0) or 5.0,
-        history_ttl_days=_number(env, "HISTORY_TTL_DAYS", default=30.0),
-        mem_limit=_count(env, "MEM_LIMIT", default=0),
+        history_timeout_s=_number(
+            env, "HISTORY_TIMEOUT_S", kind=float, default=5.0, minimum=0.001, noun="a number of seconds"
+        ),
+        history_ttl_days=_number(
+            env, "HISTORY_TTL_DAYS", kind=float, default=30.0, minimum=0.0, noun="a number of days"
+        ),
+        mem_limit=_number(env, "MEM_LIMIT", kind=int, default=0, minimum=0, noun="a number of bytes"),
     )
 
 

@@ -31,7 +31,7 @@ OFFLINE_REASON = "offline extra not installed (make install-offline)"
 needs_offline = pytest.mark.skipif(bool(missing_packages()), reason=OFFLINE_REASON)
 
 
-SLOW_FIXTURES = {"stand_in", "client", "handbook_index", "browser", "bench_stand_in"}
+SLOW_FIXTURES = {"stand_in", "client", "handbook_index", "served_qdrant", "browser", "bench_stand_in"}
 
 
 def needs_real_models(item: pytest.Item) -> bool:
@@ -132,3 +132,18 @@ def handbook_index(client):
     qdrant = QdrantClient(":memory:")
     assert index_chunks(client, qdrant, "handbook", chunks, embed_model=EMBED_MODEL) == len(chunks)
     return qdrant, chunks, "handbook"
+
+
+@pytest.fixture(scope="session")
+def served_qdrant(stand_in, handbook_index):
+    """Embedded Qdrant holding the handbook as the served app indexes it, built once per session from handbook_index.
+
+    The app's own sync runs (tests/support/served.py indexed_qdrant) and finds every document unchanged; with another
+    EMBED_MODEL than handbook_index's the app indexes it all itself. A test that changes it restores it.
+    """
+    from helpers.config import EMBED_MODEL
+    from tests.support.served import indexed_qdrant, stand_in_config
+
+    qdrant, _, name = handbook_index
+    same_embedder = stand_in_config(stand_in[0]).embed_model == EMBED_MODEL
+    return indexed_qdrant(stand_in[0], seed=(qdrant, name) if same_embedder else None)

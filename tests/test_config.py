@@ -105,6 +105,14 @@ BAD_SETTINGS = [
     ("OLLAMA_HOST", "http://gpu-box:eleven", "OLLAMA_HOST=127.0.0.1:11434"),
     ("HISTORY_URL", "mysql://db/history", "postgresql://"),
     ("HISTORY_URL", "history.sqlite", "sqlite:///"),
+    ("HISTORY_TIMEOUT_S", "0", "HISTORY_TIMEOUT_S=5"),  # 0 was read as the default of 5 s, silently
+    ("HISTORY_TIMEOUT_S", "-2", "a number of seconds of 0.001 or more"),
+    ("HISTORY_TIMEOUT_S", "inf", "HISTORY_TIMEOUT_S=5"),
+    ("HISTORY_TIMEOUT_S", "soon", "HISTORY_TIMEOUT_S=5"),
+    ("HISTORY_TTL_DAYS", "-1", "a number of days of 0 or more"),
+    ("WORKSHOP_BUDGET_WINDOW_S", "0", "WORKSHOP_BUDGET_WINDOW_S=3600"),  # a window of 0 s budgets nothing
+    ("WORKSHOP_QUEUE_MAX", "-1", "a whole number of 0 or more"),
+    ("WORKSHOP_RATE_LIMIT", "2.5", "WORKSHOP_RATE_LIMIT=0"),
 ]
 
 
@@ -118,6 +126,22 @@ def test_bad_setting_is_a_clear_error_naming_the_variable(monkeypatch, name, val
         read_settings()
     message = str(info.value)
     assert f"{name}={value!r}" in message and fix in message
+
+
+@pytest.mark.parametrize(
+    "name, value, field, expected",
+    [
+        ("HISTORY_TIMEOUT_S", "0.25", "history_timeout_s", 0.25),
+        ("HISTORY_TIMEOUT_S", "", "history_timeout_s", 5.0),
+        ("HISTORY_TTL_DAYS", "0", "history_ttl_days", 0.0),  # 0 days: kept forever, a meaning of its own
+        ("WORKSHOP_QUEUE_MAX", " 0 ", "queue_max", 0),  # 0: unbounded
+        ("WORKSHOP_STAND_IN_PORT", "65535", "stand_in_port", 65535),
+    ],
+)
+def test_number_settings_read_their_value_and_type(monkeypatch, name, value, field, expected):
+    monkeypatch.setenv(name, value)
+    read = getattr(read_settings(), field)
+    assert read == expected and type(read) is type(expected)
 
 
 @pytest.mark.parametrize("value, expected", [("", True), ("1", True), ("Yes", True), ("0", False), (" OFF ", False)])

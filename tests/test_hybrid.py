@@ -12,9 +12,8 @@ import pytest
 from ollama._types import Logprob, TokenLogprob
 from qdrant_client import QdrantClient, models
 
-from helpers.chunking import Chunk, chunk_documents
+from helpers.chunking import Chunk
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
-from helpers.corpus import load_documents
 from helpers.hybrid import (
     TEXT_FIELD,
     MissingTextIndexError,
@@ -230,27 +229,21 @@ def test_grade_from_logprobs_is_the_expected_grade():
     assert grade_from_logprobs(None) is None and grade_from_logprobs([]) is None
 
 
-@pytest.fixture(scope="module")
-def handbook(client):
-    """The whole handbook indexed twice (re-indexing must not duplicate)."""
-    docs, _ = load_documents()
-    chunks = chunk_documents(docs)
+@pytest.mark.slow
+def test_reindexing_twice_leaves_the_same_point_count(client, handbook_index):
+    shared, chunks, name = handbook_index  # the whole handbook, indexed once per session (tests/conftest.py)
+    assert shared.count(name).count == len(chunks)
+    some = [c for c in chunks if c.doc_id in {"incident-reporting", "vehicle-fleet"}]  # written twice: its own copy
     qdrant = QdrantClient(":memory:")
-    first = index_chunks(client, qdrant, "handbook", chunks, embed_model=EMBED_MODEL)
-    count = qdrant.count("handbook").count
-    index_chunks(client, qdrant, "handbook", chunks, embed_model=EMBED_MODEL)
-    return qdrant, chunks, first, count
+    first = index_chunks(client, qdrant, "twice", some, embed_model=EMBED_MODEL)
+    count = qdrant.count("twice").count
+    assert index_chunks(client, qdrant, "twice", some, embed_model=EMBED_MODEL) == first == count == len(some) > 2
+    assert qdrant.count("twice").count == count, "re-indexing overwrote the points instead of adding copies"
 
 
 @pytest.mark.slow
-def test_reindexing_twice_leaves_the_same_point_count(handbook):
-    qdrant, chunks, first, count = handbook
-    assert first == count == len(chunks) == qdrant.count("handbook").count
-
-
-@pytest.mark.slow
-def test_hybrid_retrieve_finds_a_code_and_keeps_the_filter(handbook, client):
-    qdrant, *_ = handbook
+def test_hybrid_retrieve_finds_a_code_and_keeps_the_filter(handbook_index, client):
+    qdrant, *_ = handbook_index
     hits = retrieve(client, qdrant, "handbook", "VH-120", embed_model=EMBED_MODEL, k=5, hybrid=True)
     assert len(hits) == 5 and any("VH-120" in h.text for h in hits[:3])
     policy = models.Filter(must=[models.FieldCondition(key="category", match=models.MatchValue(value="policy"))])
@@ -265,8 +258,8 @@ def test_hybrid_retrieve_finds_a_code_and_keeps_the_filter(handbook, client):
 
 
 @pytest.mark.slow
-def test_reranker_keeps_exactly_the_candidates_it_was_given(handbook, client):
-    qdrant, *_ = handbook
+def test_reranker_keeps_exactly_the_candidates_it_was_given(handbook_index, client):
+    qdrant, *_ = handbook_index
     question = "Which form do I use to report an incident?"
     candidates = retrieve(client, qdrant, "handbook", question, embed_model=EMBED_MODEL, k=4, hybrid=True)
     reranked = rerank(client, question, candidates, model=STAND_IN_CHAT_MODEL)

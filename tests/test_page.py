@@ -9,7 +9,7 @@ import pytest
 from app.service import create_app
 from helpers.history import HistoryStore
 from infra.background import BackgroundServer
-from tests.support.served import indexed_qdrant, stand_in_config
+from tests.support.served import stand_in_config
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
 QUESTION = "Where is the muster point when the fire alarm sounds?"
@@ -20,11 +20,13 @@ STREAMING_NOW = """() => {
 
 
 @pytest.mark.slow
-def test_page_streams_the_answer_shows_sources_and_keeps_the_chat_across_reloads(browser, stand_in, tmp_path):
+def test_page_streams_the_answer_shows_sources_and_keeps_the_chat_across_reloads(
+    browser, stand_in, served_qdrant, tmp_path
+):
     url = stand_in[0]
     app = create_app(
         stand_in_config(url),
-        qdrant=indexed_qdrant(url),
+        qdrant=served_qdrant,
         history=HistoryStore(tmp_path / "h.sqlite"),
         options={"num_predict": 60},
     )

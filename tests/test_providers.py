@@ -37,19 +37,19 @@ def test_ollama_options_become_openai_arguments():
 
 
 @pytest.mark.slow
-def test_the_second_backend_answers_while_the_first_ones_breaker_is_open(stand_in, tmp_path):
+def test_the_second_backend_answers_while_the_first_ones_breaker_is_open(stand_in, served_qdrant, tmp_path):
     from app.service import create_app
     from helpers.config import STAND_IN_CHAT_MODEL
     from helpers.history import HistoryStore
     from infra.background import BackgroundServer
-    from tests.support.served import ask, indexed_qdrant, stand_in_config
+    from tests.support.served import ask, stand_in_config
 
     url = stand_in[0]
     dead = BackendSpec("ollama", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     second = BackendSpec("openai", f"{url}/v1", STAND_IN_CHAT_MODEL)
     app = create_app(
         stand_in_config(url),
-        qdrant=indexed_qdrant(url),
+        qdrant=served_qdrant,
         history=HistoryStore(tmp_path / "history.sqlite"),
         options={"num_predict": 16},
         guardrails=False,

@@ -15,19 +15,25 @@ import pytest
 from app.service import create_app
 from helpers.history import HistoryStore
 from infra.background import BackgroundServer
-from tests.support.served import indexed_qdrant, stand_in_config
+from tests.support.served import stand_in_config
 from tests.test_lab_links_browser import repo_lab  # noqa: F401 - the fixture: JupyterLab as `make lab` starts it
 
 QUESTION = "Where is the muster point when the fire alarm sounds?"
 
 
 @pytest.mark.slow
-def test_the_page_streams_tokens_progressively_through_jupyterlabs_proxy(repo_lab, browser, stand_in, tmp_path):  # noqa: F811
+def test_the_page_streams_tokens_progressively_through_jupyterlabs_proxy(
+    repo_lab,  # noqa: F811
+    browser,
+    stand_in,
+    served_qdrant,
+    tmp_path,
+):
     lab, token = repo_lab
     url = stand_in[0]
     app = create_app(
         stand_in_config(url),
-        qdrant=indexed_qdrant(url),
+        qdrant=served_qdrant,
         history=HistoryStore(tmp_path / "h.sqlite"),
         options={"num_predict": 60},
     )

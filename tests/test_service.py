@@ -18,7 +18,7 @@ from app.service import MAX_QUESTION_CHARS, create_app, sse
 from helpers.history import HistoryStore
 from infra.background import BackgroundServer
 from tests.conftest import free_port
-from tests.support.served import ask, chat_queue, indexed_qdrant, parse_sse, stand_in_config
+from tests.support.served import ask, chat_queue, parse_sse, stand_in_config
 
 QUESTION = "Where is the muster point when the fire alarm sounds?"
 FAST_OPTIONS = {"num_predict": 24}  # the checks are on structure: a few tokens are enough
@@ -36,12 +36,10 @@ def down(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served_app(stand_in, tmp_path_factory):
+def served_app(stand_in, served_qdrant, tmp_path_factory):
     """The app on the stand-in, handbook indexed once, served over real HTTP: (app, http client, history store)."""
     history = HistoryStore(tmp_path_factory.mktemp("served") / "history.sqlite")
-    app = create_app(
-        stand_in_config(stand_in[0]), qdrant=indexed_qdrant(stand_in[0]), history=history, options=FAST_OPTIONS
-    )
+    app = create_app(stand_in_config(stand_in[0]), qdrant=served_qdrant, history=history, options=FAST_OPTIONS)
     app.state.service.k = 2  # shorter prompts: the shared 2-core machine reads them faster
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=600) as http:
         yield app, http, history
@@ -179,10 +177,10 @@ def test_healthz_ok_and_metrics_have_lesson_08_counters(served):
 
 
 @pytest.mark.slow
-def test_client_hang_up_stops_generation_and_records_a_failed_turn(stand_in, tmp_path):
+def test_client_hang_up_stops_generation_and_records_a_failed_turn(stand_in, served_qdrant, tmp_path):
     url, server = stand_in
     history = HistoryStore(tmp_path / "history.sqlite")
-    app = create_app(stand_in_config(url), qdrant=indexed_qdrant(url), history=history, options={"num_predict": 3000})
+    app = create_app(stand_in_config(url), qdrant=served_qdrant, history=history, options={"num_predict": 3000})
     app.state.service.k = 1
     with BackgroundServer(app) as served_app, httpx.Client(base_url=served_app.url, timeout=600) as http:
         with http.stream("POST", "/chat/hang-up", json={"question": QUESTION}) as response:
@@ -248,13 +246,11 @@ class CuttingProxy:
 
 
 @pytest.mark.slow
-def test_failure_mid_stream_sends_an_error_event_and_records_a_failed_turn(stand_in, tmp_path):
+def test_failure_mid_stream_sends_an_error_event_and_records_a_failed_turn(stand_in, served_qdrant, tmp_path):
     host, port = stand_in[0].removeprefix("http://").split(":")
     proxy = CuttingProxy((host, int(port)), cut=1500)  # the headers and a few NDJSON lines, then the cut
     history = HistoryStore(tmp_path / "history.sqlite")
-    app = create_app(
-        stand_in_config(proxy.url), qdrant=indexed_qdrant(stand_in[0]), history=history, options={"num_predict": 200}
-    )
+    app = create_app(stand_in_config(proxy.url), qdrant=served_qdrant, history=history, options={"num_predict": 200})
     app.state.service.k = 1
     try:
         with BackgroundServer(app) as served_app, httpx.Client(base_url=served_app.url, timeout=600) as http:

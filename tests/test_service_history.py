@@ -194,18 +194,18 @@ def test_several_processes_share_the_postgres_table(postgres_url):
 
 
 @pytest.mark.slow
-def test_two_apps_in_one_process_share_one_postgres_history(stand_in, postgres_url):
+def test_two_apps_in_one_process_share_one_postgres_history(stand_in, served_qdrant, postgres_url):
     """Two app instances (each its own store and connection) in this process; separate processes: the test above."""
     from app.service import create_app
     from infra.background import BackgroundServer
-    from tests.support.served import ask, indexed_qdrant, stand_in_config
+    from tests.support.served import ask, stand_in_config
 
     fresh_postgres(postgres_url).close()
     url = stand_in[0]
     apps = [
         create_app(
             stand_in_config(url),
-            qdrant=indexed_qdrant(url),
+            qdrant=served_qdrant,
             history=PostgresHistoryStore(postgres_url),
             options={"num_predict": 16},
         )
@@ -307,28 +307,26 @@ def test_the_pool_serves_several_threads_at_once(postgres_url):
     store.close()
 
 
-def served_app(stand_in, history, **tuning):
-    """The app on the in-process stand-in with history, short answers and one source."""
+def served_app(stand_in, qdrant, history, **tuning):
+    """The app on the in-process stand-in with the indexed qdrant, history, short answers and one source."""
     from app.service import create_app
-    from tests.support.served import indexed_qdrant, stand_in_config
+    from tests.support.served import stand_in_config
 
     url = stand_in[0]
-    app = create_app(
-        stand_in_config(url), qdrant=indexed_qdrant(url), history=history, options={"num_predict": 16}, tuning=tuning
-    )
+    app = create_app(stand_in_config(url), qdrant=qdrant, history=history, options={"num_predict": 16}, tuning=tuning)
     app.state.service.k = 1
     return app
 
 
 @pytest.mark.slow
-def test_old_chats_are_expired_when_the_app_starts(stand_in, postgres_url):
+def test_old_chats_are_expired_when_the_app_starts(stand_in, served_qdrant, postgres_url):
     from infra.background import BackgroundServer
 
     store = fresh_postgres(postgres_url)
     store.add_turn("stale", "q", "a")
     store.add_turn("fresh", "q", "a")
     store._change("UPDATE messages SET created_at = ? WHERE chat_id = 'stale'", ("2020-01-01T00:00:00+00:00",))
-    with BackgroundServer(served_app(stand_in, store, history_ttl_days=30)) as server:
+    with BackgroundServer(served_app(stand_in, served_qdrant, store, history_ttl_days=30)) as server:
         deadline = time.monotonic() + 10
         while httpx.get(f"{server.url}/chats/stale").json()["messages"] and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -338,7 +336,7 @@ def test_old_chats_are_expired_when_the_app_starts(stand_in, postgres_url):
 
 
 @pytest.mark.slow
-def test_the_answer_streams_while_postgresql_is_down(stand_in, postgres_url):
+def test_the_answer_streams_while_postgresql_is_down(stand_in, served_qdrant, postgres_url):
     import psycopg
 
     from infra.background import BackgroundServer
@@ -351,7 +349,7 @@ def test_the_answer_streams_while_postgresql_is_down(stand_in, postgres_url):
     store = PostgresHistoryStore(url, timeout_s=1)
     try:
         with (
-            BackgroundServer(served_app(stand_in, store)) as server,
+            BackgroundServer(served_app(stand_in, served_qdrant, store)) as server,
             httpx.Client(base_url=server.url, timeout=600) as http,
         ):
             assert dict(ask(http, "c", "Who leads the search and rescue team?"))["done"]["saved"] is True

@@ -21,7 +21,7 @@ from helpers.telemetry import json_logs
 from infra.background import BackgroundServer
 from infra.faults import FaultProxy
 from tests.conftest import free_port
-from tests.support.served import ask, indexed_qdrant, stand_in_config
+from tests.support.served import ask, stand_in_config
 
 QUESTION = "Where is the muster point when the fire alarm sounds?"
 TUNING = {"attempts": 2, "breaker_failures": 2, "breaker_reset_s": 1.5}  # read timeout: the default 300 s
@@ -67,14 +67,14 @@ def test_backend_down_opens_the_breaker_then_503_says_when_to_retry(tmp_path, gu
 
 
 @pytest.fixture
-def faulty(stand_in, tmp_path):
+def faulty(stand_in, served_qdrant, tmp_path):
     """(http client, fault proxy, service, JSON log buffer): the app on the proxy in front of the real stand-in."""
     out = io.StringIO()
     json_logs("rag", stream=out)
     with FaultProxy(stand_in[0]) as proxy:
         app = create_app(
             stand_in_config(proxy.url),
-            qdrant=indexed_qdrant(stand_in[0]),
+            qdrant=served_qdrant,
             history=HistoryStore(tmp_path / "h.sqlite"),
             options={"num_predict": 8},
             tuning=TUNING,

@@ -17,20 +17,20 @@ from helpers.cache import TurnCaches
 from helpers.history import HistoryStore
 from infra.background import BackgroundServer
 from tests.support.recording import RecordingProxy
-from tests.support.served import ask, indexed_qdrant, parse_sse, stand_in_config
+from tests.support.served import ask, parse_sse, stand_in_config
 
 SHORT = {"num_predict": 8}  # the checks are on status codes, headers, events and model calls: a few tokens do
 
 
 @pytest.fixture(scope="module")
-def team(stand_in, tmp_path_factory):
+def team(stand_in, served_qdrant, tmp_path_factory):
     """(service, http client with alice's key, the recording proxy): keys on, the answer cache on, k=2."""
     tmp = tmp_path_factory.mktemp("team")
     keys = KeyStore(tmp / "keys.json")
     with RecordingProxy(stand_in[0]) as proxy:
         app = create_app(
             stand_in_config(proxy.url),
-            qdrant=indexed_qdrant(stand_in[0]),
+            qdrant=served_qdrant,
             history=HistoryStore(tmp / "history.sqlite"),
             options=SHORT,
             guardrails=False,

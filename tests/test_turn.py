@@ -20,7 +20,7 @@ from helpers.rag import Hit
 from helpers.turn import OPTIONS, RagTurn, cited_sources, clean_answer, generation_options
 from infra.background import BackgroundServer
 from tests.support.recording import RecordingProxy
-from tests.support.served import ask, indexed_qdrant, stand_in_config
+from tests.support.served import ask, stand_in_config
 
 QUESTION = "What is the station's search and rescue team called?"
 EARLIER = "The station's search and rescue team is the Field Safety Officer, Dr. Maren Ostvold."  # a wrong answer
@@ -30,10 +30,10 @@ SHORT = {"num_predict": 16}  # the checks are on what the model receives, not on
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # the handbook indexed once, then two turns: over 15 minutes on a busy shared machine
-def test_chat_app_and_service_send_the_model_identical_messages_with_the_users_words(stand_in, tmp_path):
+def test_chat_app_and_service_send_the_model_identical_messages_with_the_users_words(stand_in, served_qdrant, tmp_path):
     with RecordingProxy(stand_in[0]) as proxy:
         cfg = stand_in_config(proxy.url)
-        qdrant = indexed_qdrant(stand_in[0])
+        qdrant = served_qdrant
         notebook_history, served_history = HistoryStore(tmp_path / "nb.sqlite"), HistoryStore(tmp_path / "app.sqlite")
         app = ChatApp(
             ollama.Client(host=proxy.url),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import stop_process
+
 
 @contextmanager
 def running_lab(cmd: list[str], *, cwd: Path, env: dict, port: int, token: str, log_path: Path) -> Iterator[str]:
@@ -30,9 +32,4 @@ def running_lab(cmd: list[str], *, cwd: Path, env: dict, port: int, token: str, 
                     time.sleep(0.3)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, grace_s=30)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import subprocess
 import sys
@@ -12,10 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
 from helpers.config import REPO_ROOT, STAND_IN_CHAT_MODEL, read_settings
 from helpers.setup import Config
+from tests.support.processes import stop_process
 
 
 def stand_in_config(host: str) -> Config:
@@ -33,14 +33,34 @@ def stand_in_config(host: str) -> Config:
     )
 
 
-@functools.cache
-def indexed_qdrant(host: str) -> QdrantClient:
-    """Embedded Qdrant with the handbook indexed through the stand-in at host, built once per test session."""
+def copy_collection(source: QdrantClient, name: str, target: QdrantClient, *, target_name: str) -> int:
+    """Copy every point of source's collection name (vectors and payloads) into target_name; the points copied."""
+    from helpers.index import ensure_collection
+
+    points, offset = [], None
+    while True:
+        page, offset = source.scroll(name, limit=256, offset=offset, with_payload=True, with_vectors=True)
+        points += [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in page]
+        if offset is None:
+            break
+    ensure_collection(target, target_name, size=len(points[0].vector))
+    target.upsert(target_name, points=points, wait=True)
+    return len(points)
+
+
+def indexed_qdrant(host: str, *, seed: tuple[QdrantClient, str] | None = None) -> QdrantClient:
+    """Embedded Qdrant with the handbook indexed by the app through the stand-in at host (tests: served_qdrant).
+
+    seed (qdrant, collection): a handbook index the session already made (tests/conftest.py handbook_index), copied
+    under the app's collection name first, so the app's own sync finds every document unchanged and embeds none.
+    """
     from app.service import Service, ensure_index
     from helpers.history import HistoryStore
 
     qdrant = QdrantClient(":memory:")
     svc = Service(cfg=stand_in_config(host), qdrant=qdrant, history=HistoryStore(":memory:"))
+    if seed is not None:
+        copy_collection(*seed, qdrant, target_name=svc.collection)
     ensure_index(svc)
     return qdrant
 
@@ -101,9 +121,4 @@ def app_process(env: dict[str, str], *, log: Path, timeout: float = 600.0) -> It
             yield f"http://127.0.0.1:{port}"
         finally:
             timer.cancel()
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, grace_s=30)

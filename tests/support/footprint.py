@@ -1,8 +1,10 @@
 """Sample the resident memory of every process of a session (about once a second) and report its peak.
 
 The processes are those of a cgroup (tests/support/cgroup.py): the Jupyter server and everything it started, the
-stand-in included. RSS is summed per sample; shared pages (libraries) count once per process, so the sum is an upper
-bound of what the processes hold together.
+stand-in included. Each process's PSS (proportional set size: its private pages, plus its share of pages it shares
+with others, such as the libraries every kernel maps) is summed per sample: the memory the processes hold together,
+each shared page counted once. The sum of RSS, which counts a shared library once per process, is kept beside it as
+an upper bound.
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ class Sample:
     t: float
     step: str
     rss: dict[int, int]
+    pss: dict[int, int]
     cgroup_usage: int  # memory.usage_in_bytes: RSS and page cache charged to the cgroup
     cgroup_rss: int  # memory.stat total_rss: anonymous memory only
 
     @property
     def total(self) -> int:
-        """The session's resident memory at this moment: the sum of its processes' RSS."""
+        """The session's memory at this moment: the sum of its processes' PSS (shared pages counted once)."""
+        return sum(self.pss.values())
+
+    @property
+    def total_rss(self) -> int:
+        """The sum of its processes' RSS (shared pages counted once per process): an upper bound."""
         return sum(self.rss.values())
 
 
@@ -48,18 +56,20 @@ class Sampler:
     _started: float = field(default_factory=time.monotonic)
 
     def sample(self) -> Sample:
-        """Read every process's RSS once (a process that just ended is skipped)."""
+        """Read every process's RSS and PSS once (a process that just ended is skipped)."""
         rss: dict[int, int] = {}
+        pss: dict[int, int] = {}
         for pid in self.pids():
             try:
                 proc = psutil.Process(pid)
                 if pid not in self.commands:
                     self.commands[pid] = proc.cmdline()
-                rss[pid] = proc.memory_info().rss
+                full = proc.memory_full_info()
+                rss[pid], pss[pid] = full.rss, full.pss
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
         usage, cgroup_rss = self.counters()
-        reading = Sample(time.monotonic() - self._started, self.step, rss, usage, cgroup_rss)
+        reading = Sample(time.monotonic() - self._started, self.step, rss, pss, usage, cgroup_rss)
         self.samples.append(reading)
         return reading
 
@@ -82,12 +92,12 @@ class Sampler:
         self.sample()
 
     def peak(self) -> Sample:
-        """The sample with the highest total RSS."""
+        """The sample with the highest total PSS."""
         return max(self.samples, key=lambda s: s.total)
 
     def peak_of(self, pid: int) -> int:
-        """The highest RSS one process reached."""
-        return max((s.rss.get(pid, 0) for s in self.samples), default=0)
+        """The highest PSS one process reached."""
+        return max((s.pss.get(pid, 0) for s in self.samples), default=0)
 
 
 def kind_of(command: list[str], *, server_pid: int, pid: int, kernels: dict[str, str]) -> str:
@@ -106,10 +116,10 @@ def kind_of(command: list[str], *, server_pid: int, pid: int, kernels: dict[str,
 
 
 def growth_by_step(sampler: Sampler, pid: int, *, top: int = 5) -> list[tuple[str, int]]:
-    """The steps during which process pid's RSS grew most (its highest RSS in the step minus the one before)."""
+    """The steps during which process pid's PSS grew most (its highest PSS in the step minus the one before)."""
     highest: dict[str, int] = {}
     for s in sampler.samples:
-        highest[s.step] = max(highest.get(s.step, 0), s.rss.get(pid, 0))
+        highest[s.step] = max(highest.get(s.step, 0), s.pss.get(pid, 0))
     steps, grown, before = list(highest), [], 0
     for step in steps:
         if highest[step]:
@@ -119,24 +129,25 @@ def growth_by_step(sampler: Sampler, pid: int, *, top: int = 5) -> list[tuple[st
 
 
 def report(sampler: Sampler, *, server_pid: int, kernels: dict[str, str], limit: int) -> str:
-    """A table of peak RSS per process and per kind, the session's peak, and the cgroup's counters."""
+    """A table of peak PSS per process and per kind, the session's peak, and the cgroup's counters."""
     peak = sampler.peak()
     kinds = {
         pid: kind_of(cmd, server_pid=server_pid, pid=pid, kernels=kernels) for pid, cmd in sampler.commands.items()
     }
     lines = [
-        f"session peak: {peak.total / MB:,.0f} MB resident (sum of RSS) at {peak.t:.0f} s, during {peak.step}; "
+        f"session peak: {peak.total / MB:,.0f} MB (sum of PSS; sum of RSS then {peak.total_rss / MB:,.0f} MB, highest "
+        f"{max(s.total_rss for s in sampler.samples) / MB:,.0f} MB) at {peak.t:.0f} s, during {peak.step}; "
         f"limit {limit / MB:,.0f} MB; {len(sampler.samples)} samples",
         f"{'process':<34} {'pid':>7} {'own peak':>10} {'at session peak':>16}",
     ]
     for pid in sorted(kinds, key=lambda p: kinds[p]):
         lines.append(
-            f"{kinds[pid]:<34} {pid:>7} {sampler.peak_of(pid) / MB:>7,.0f} MB {peak.rss.get(pid, 0) / MB:>13,.0f} MB"
+            f"{kinds[pid]:<34} {pid:>7} {sampler.peak_of(pid) / MB:>7,.0f} MB {peak.pss.get(pid, 0) / MB:>13,.0f} MB"
         )
     by_kind: dict[str, int] = {}
-    for pid, rss in peak.rss.items():
+    for pid, pss in peak.pss.items():
         kind = kinds.get(pid, "other").split(" ")[0]
-        by_kind[kind] = by_kind.get(kind, 0) + rss
+        by_kind[kind] = by_kind.get(kind, 0) + pss
     lines.append("at the session peak, by kind: " + ", ".join(f"{k} {v / MB:,.0f} MB" for k, v in by_kind.items()))
     highest_usage = max(s.cgroup_usage for s in sampler.samples)
     highest_rss = max(s.cgroup_rss for s in sampler.samples)

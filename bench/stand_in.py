@@ -175,7 +175,9 @@ class DirectChat:
         start = time.perf_counter()
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         cached = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        self.shared.append(next((i for i, (a, b) in enumerate(zip(cached, tokens)) if a != b), len(cached)))
+        self.shared.append(
+            next((i for i, (a, b) in enumerate(zip(cached, tokens)) if a != b), min(len(cached), len(tokens)))
+        )
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         pieces: list[str] = []
         first = last = 0.0

@@ -17,12 +17,17 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from helpers.config import REPO_ROOT, STAND_IN_CHAT_MODEL
+from helpers.config import EMBED_MODEL, REPO_ROOT, STAND_IN_CHAT_MODEL
 from infra.standin.launcher import is_stand_in
 from tests.support.processes import stop_process
 
+if TYPE_CHECKING:  # not imported at run time: this module is also the stand-in's process, whose memory is measured
+    import ollama
+
 START_TIMEOUT_S = 120.0
+E5_MODEL = "multilingual-e5-small"
 
 
 def free_port() -> int:
@@ -81,6 +86,30 @@ def private_stand_in(chat_threads: int | None = None) -> Iterator[str]:
             yield url
         finally:
             stop_process(proc, grace_s=10)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process pid in MB (Linux /proc, else `ps`)."""
+    status = Path(f"/proc/{pid}/status")
+    if status.exists():
+        line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+    out = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True, check=True).stdout
+    return int(out.strip()) / 1024
+
+
+def stand_in_memory(client: ollama.Client, url: str, texts: Sequence[str], batch_size: int) -> dict[str, float]:
+    """The stand-in's resident MB: started, after each embedder (all-minilm, then e5) embedded the longest texts."""
+    import httpx
+
+    pid = int(httpx.get(url + "/api/version", timeout=10).json()["pid"])
+    out = {"started (chat model and all-minilm loaded)": rss_mb(pid)}
+    longest = sorted(texts, key=len)[-batch_size:]
+    client.embed(model=EMBED_MODEL, input=longest)
+    out[f"after embedding the {batch_size} longest chunks"] = rss_mb(pid)
+    client.embed(model=E5_MODEL, input=[f"passage: {t}" for t in longest])
+    out["multilingual-e5-small loaded too, after the same chunks"] = rss_mb(pid)
+    return out
 
 
 def load_note() -> str:

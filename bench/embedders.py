@@ -11,14 +11,12 @@ import sys
 import httpx
 import ollama
 
-from bench.common import load_note, private_stand_in, progress, table
-from bench.stand_in import embed_batches, rss_mb, timed
+from bench.common import E5_MODEL, load_note, private_stand_in, progress, rss_mb, table
+from bench.stand_in import embed_batches, timed
 from helpers.chunking import chunk_documents
 from helpers.config import EMBED_MODEL
 from helpers.corpus import load_documents
 from helpers.index import embed_texts
-
-E5_MODEL = "multilingual-e5-small"
 
 
 def compare_embedders(rounds: int = 3, embed_chunks: int = 320, batch_size: int = 32) -> str:

@@ -6,14 +6,17 @@
 Both sides run on the same model files with the same settings, never at the same time: a private stand-in
 (a child process on a free port, as the workshop runs it) reached over real HTTP with the official `ollama`
 client, and a Llama / Embedder of our own in this process, called directly. Rounds alternate which side
-goes first; medians are reported. Each round uses a different prompt, the same on both sides. The
-stand-in reuses a cached prompt only in whole 64-token blocks counted from the prompt's start and evaluates
-the rest in one call (so that identical requests give identical text, cold or warm); the direct side is
-llama-cpp-python as it comes, which reuses whatever prefix it shares with the previous prompt. A last
-measurement asks the same prompt twice in a row, where the direct side's prefix cache saves almost all
-prompt processing: what the stand-in's repeatability costs at most. The stand-in's resident memory is read
-(from the operating system, by its pid) once its models are loaded and after the lessons' largest embed
-batch (32 chunks in one request, the longest of the corpus), against a 600 MB target.
+goes first; medians are reported. Each round uses a different prompt, the same on both sides, and every
+prompt is cold on both sides: its system message opens with a word of its own (Alpha, Bravo, ...), so a
+prompt shares with the one before only the chat template's opening tokens (the count is printed), and both
+sides, which see the prompts in the same order, reuse exactly those (the stand-in reuses the longest cached
+prefix but its last 16 tokens; the direct side is llama-cpp-python as it comes, which reuses the whole shared
+prefix). Decoding is compared on the same GGUF file, n_ctx, n_batch, threads, sampling and num_predict (the
+direct side is a ChatModel of our own, called without the server). A last measurement asks the same prompt
+twice in a row, where the direct side's prefix cache saves almost all prompt processing: what the stand-in's
+repeatability costs at most. The stand-in's resident memory is read (from the operating system, by its pid)
+once its warm models are loaded, after the lessons' largest embed batch (32 chunks in one request, the longest
+of the corpus), and with both embedders loaded after each has embedded that batch, against a 600 MB target.
 With --embedders it measures only the stand-in's two embedding models on the same chunks over HTTP (chunks/s,
 rounds alternating which goes first) and its resident memory before and after multilingual-e5-small is loaded.
 """
@@ -24,7 +27,6 @@ import argparse
 import codecs
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +39,7 @@ import httpx
 import numpy as np
 import ollama
 
-from bench.common import load_note, private_stand_in, progress, table
+from bench.common import load_note, private_stand_in, progress, rss_mb, stand_in_memory, table
 from helpers.chunking import Chunk, chunk_documents
 from helpers.config import EMBED_MODEL, STAND_IN_CHAT_MODEL
 from helpers.corpus import load_documents
@@ -53,29 +55,11 @@ SAMPLING = {"temperature": 0.0, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat
 # ~20 tokens, too few to time decoding): the benchmark wants num_predict tokens in every round.
 SYSTEM = "You answer using only the numbered sources given, citing them like [1]."
 QUESTION = "Summarise the sources in detail, as a numbered list of every fact they state."
+# The first word of each prompt's system message: consecutive prompts differ from their first content token on.
+OPENINGS = "Alpha Bravo Charlie Delta Echo Foxtrot Golf Hotel India Juliett Kilo Lima Mike November Oscar".split()
 TARGET_RATIO = 0.95  # stand-in throughput / direct throughput
 TARGET_TTFT_OVERHEAD_MS = 50.0
 TARGET_MEMORY_MB = 600.0  # the stand-in's resident memory, both models loaded (Binder gives a session 1-2 GB)
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of process pid in MB (Linux /proc, else `ps`)."""
-    status = Path(f"/proc/{pid}/status")
-    if status.exists():
-        line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS:"))
-        return int(line.split()[1]) / 1024
-    out = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True, check=True).stdout
-    return int(out.strip()) / 1024
-
-
-def stand_in_memory(client: ollama.Client, url: str, chunks: Sequence[Chunk], batch_size: int) -> dict[str, float]:
-    """The stand-in's resident MB once loaded, and after one request embedding the batch_size longest chunks."""
-    pid = int(httpx.get(url + "/api/version", timeout=10).json()["pid"])
-    out = {"after loading both models": rss_mb(pid)}
-    longest = sorted((embedding_text(c) for c in chunks), key=len)[-batch_size:]
-    client.embed(model=EMBED_MODEL, input=longest)
-    out[f"after embedding the {batch_size} longest chunks"] = rss_mb(pid)
-    return out
 
 
 @dataclass(frozen=True)
@@ -120,6 +104,7 @@ class Report:
     chat_settings: str  # the llama.cpp settings both sides ran with
     load: str
     memory_mb: dict[str, float] = field(default_factory=dict)  # the stand-in's resident memory, by moment
+    shared_tokens: int = 0  # the most tokens a measured prompt shared with the one before it (on both sides)
 
     def derived(self) -> dict[str, float]:
         """The compared figures: throughput ratios and the TTFT overhead."""
@@ -171,6 +156,7 @@ class DirectChat:
 
         self.model = ChatModel(threads=threads)
         self.llm = self.model.llm
+        self.shared: list[int] = []  # per generation: prompt tokens shared with the previous prompt (reused)
         self.is_eog = lambda token: bool(
             llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(self.llm.model), token)
         )
@@ -188,6 +174,10 @@ class DirectChat:
         """Tokenize, generate and detokenize token by token, as any caller of llama-cpp-python must."""
         start = time.perf_counter()
         tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        cached = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        self.shared.append(
+            next((i for i, (a, b) in enumerate(zip(cached, tokens)) if a != b), min(len(cached), len(tokens)))
+        )
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         pieces: list[str] = []
         first = last = 0.0
@@ -222,33 +212,35 @@ def as_hit(chunk: Chunk) -> Hit:
     return Hit(chunk.id, chunk.doc_id, chunk.metadata.get("title", ""), chunk.text, 0.0, chunk_payload(chunk))
 
 
-def rag_chat(hits: list[Hit]) -> list[dict]:
-    """The benchmark's RAG chat: numbered sources, then QUESTION."""
-    return build_messages(QUESTION, hits, system=SYSTEM)
+def rag_chat(hits: list[Hit], opening: str = "") -> list[dict]:
+    """The benchmark's RAG chat: numbered sources, then QUESTION; the system message starts with `opening`."""
+    return build_messages(QUESTION, hits, system=f"{opening}. {SYSTEM}" if opening else SYSTEM)
 
 
-def trim_last(hits: list[Hit], target_tokens: int, n_tokens: Callable[[list[dict]], int]) -> list[Hit]:
+def trim_last(
+    hits: list[Hit], target_tokens: int, n_tokens: Callable[[list[dict]], int], opening: str = ""
+) -> list[Hit]:
     """hits with the last source cut to the fewest words that keep the chat at least target_tokens long."""
     words = hits[-1].text.split(" ")
     cut = lambda n: [*hits[:-1], replace(hits[-1], text=" ".join(words[:n]))]  # noqa: E731
     lo, hi = 1, len(words)
     while lo < hi:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if n_tokens(rag_chat(cut(mid))) >= target_tokens else (mid + 1, hi)
+        lo, hi = (lo, mid) if n_tokens(rag_chat(cut(mid), opening)) >= target_tokens else (mid + 1, hi)
     return cut(lo)
 
 
 def rag_prompts(
     count: int, target_tokens: int, chunks: Sequence[Chunk], n_tokens: Callable[[list[dict]], int]
 ) -> list[list[dict]]:
-    """`count` different RAG chats from consecutive corpus chunks, each about target_tokens long."""
+    """`count` different RAG chats from consecutive corpus chunks, each about target_tokens long, each cold."""
     prompts, pos = [], 0
-    for _ in range(count):
-        hits: list[Hit] = []
-        while not hits or n_tokens(rag_chat(hits)) < target_tokens:
+    for i in range(count):
+        opening, hits = OPENINGS[i % len(OPENINGS)], []
+        while not hits or n_tokens(rag_chat(hits, opening)) < target_tokens:
             hits.append(as_hit(chunks[pos % len(chunks)]))
             pos += 1
-        prompts.append(rag_chat(trim_last(hits, target_tokens, n_tokens)))
+        prompts.append(rag_chat(trim_last(hits, target_tokens, n_tokens, opening), opening))
     return prompts
 
 
@@ -364,8 +356,9 @@ def run(
     direct_chat = DirectChat(threads)
     with nullcontext(url) if url else private_stand_in(threads) as base_url:
         client = ollama.Client(host=base_url)
-        memory = stand_in_memory(client, base_url, chunks, batch_size)
+        memory = stand_in_memory(client, base_url, [embedding_text(c) for c in chunks], batch_size)
         gen_s, gen_d = bench_generation(client, direct_chat, chunks, rounds, num_predict, prompt_tokens)
+        shared = max(direct_chat.shared[1:])  # the measured rounds (after the warm-up)
         stand_in.repeat_ttft_ms, direct.repeat_ttft_ms = bench_repeat(
             client, direct_chat, chunks, rounds, prompt_tokens
         )
@@ -391,6 +384,7 @@ def run(
         direct_chat.settings(),
         f"{load_at_start} at the start, {load_note()} at the end",
         memory,
+        shared,
     )
 
 
@@ -457,6 +451,8 @@ def format_report(r: Report) -> str:
         f"chat: prompts of {min(r.prompt_tokens)}-{max(r.prompt_tokens)} tokens, num_predict {r.num_predict}, greedy; "
         f"generated {min(r.generated_tokens)}-{max(r.generated_tokens)} tokens; identical text {r.same_text}/{r.rounds}",
         f"llama.cpp on both sides: {r.chat_settings}",
+        f"cold prompts: each shares at most {r.shared_tokens} tokens (the chat template's opening) with the one before, "
+        "reused alike on both sides",
         f"embed: {r.embed_chunks} workshop chunks, batch {r.batch_size}; max |vector difference| {r.embed_max_abs_diff:.1e}",
         f"measured under {r.load}",
         "",

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from infra.standin.errors import ApiError, error_text
 from infra.standin.jobs import Job, answer, queued
 from infra.standin.models.embedder import EMBED_MAX_TOKENS
+from infra.standin.models.memory import release_freed_memory
 from infra.standin.models.sampling import GenerationStats, SamplingOptions
 from infra.standin.registry import Registry, Served, now_iso
 from infra.standin.toolcalls import call_tools, template_messages, tool_call_message
@@ -195,6 +196,7 @@ async def vectors(
                     f"({limit} tokens); send shorter text or truncate=true",
                 )
         vecs, n_tokens = model.embed(texts) if texts else ([], 0)
+        release_freed_memory()  # the batch's activations: without this the process keeps its largest batch's
         yield {"vectors": [[float(x) for x in v] for v in vecs], "tokens": n_tokens, "load_ns": load_ns}
 
     kind, value = await Job(queued(m, keep_alive, body)).next(request)

@@ -74,19 +74,33 @@ class FifoLock:
 
 
 class Job:
-    """A blocking model call in a worker thread; what it yields reaches the event loop through a queue."""
+    """A blocking model call in a worker thread; what it yields reaches the event loop through a deque.
+
+    The hand-off costs one wake-up per line: the worker appends to a deque (thread-safe) and schedules one call
+    on the loop, which resolves the future the request is waiting on (if any). The request pops lines straight
+    from the deque while there are some, and checks for a hang-up at most every POLL_S (a timer only while it
+    waits). Measured on 2 cores, an asyncio.Queue read through a task and asyncio.wait per line cost the decode
+    loop CPU it needs (see docs/benchmarks.md).
+    """
 
     def __init__(self, work: Callable[[threading.Event], Iterator[dict]]) -> None:
         self.loop = asyncio.get_running_loop()
-        self.items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.items: deque[tuple[str, Any]] = deque()
         self.cancelled = threading.Event()
-        self._get: asyncio.Future | None = None
+        self._waiter: asyncio.Future | None = None
         self._checked = time.monotonic()
         threading.Thread(target=self._run, args=(work,), daemon=True, name="stand-in-job").start()
 
+    def _wake(self) -> None:
+        """On the loop: let a waiting next() go on."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _put(self, kind: str, value: Any) -> None:
+        self.items.append((kind, value))
         try:
-            self.loop.call_soon_threadsafe(self.items.put_nowait, (kind, value))
+            self.loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the server has shut down its loop
             pass
 
@@ -105,28 +119,37 @@ class Job:
         finally:
             self._put("end", None)
 
+    async def _gone(self, request: Request) -> bool:
+        """True (and the work cancelled) if the client has disconnected; asked at most every POLL_S."""
+        now = time.monotonic()
+        if now - self._checked < POLL_S:
+            return False
+        self._checked = now
+        if await request.is_disconnected():
+            self.cancel()
+            return True
+        return False
+
     async def next(self, request: Request) -> tuple[str, Any]:
         """("item", line), ("error", exc) or ("end", None); ("gone", None) once the client has disconnected."""
-        if self._get is None:
-            self._get = asyncio.ensure_future(self.items.get())
         while True:
-            done, _ = await asyncio.wait({self._get}, timeout=POLL_S)
-            now = time.monotonic()
-            if now - self._checked >= POLL_S:  # also while lines flow: a busy stream must notice a hang-up too
-                self._checked = now
-                if await request.is_disconnected():
-                    self.cancel()
-                    return "gone", None
-            if done:
-                item, self._get = self._get.result(), None
-                return item
+            if await self._gone(request):  # also while lines flow: a busy stream must notice a hang-up too
+                return "gone", None
+            if self.items:
+                return self.items.popleft()
+            waiter = self._waiter = self.loop.create_future()
+            timer = self.loop.call_later(POLL_S, self._wake)
+            try:
+                if not self.items:  # a line may have arrived since the check above
+                    await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
 
     def cancel(self) -> None:
         """Stop the work at its next token (or take it out of the queue if it waits there)."""
         self.cancelled.set()
-        if self._get is not None:
-            self._get.cancel()
-            self._get = None
+        self._wake()
 
 
 def queued(

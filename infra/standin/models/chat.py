@@ -24,7 +24,7 @@ from infra.standin.models.sampling import (
     StopScanner,
 )
 
-PROMPT_BLOCK = 64  # a cached prompt is reused in whole blocks of this many tokens (see ChatModel._evaluate)
+MIN_TAIL = 16  # the last tokens of a prompt are always evaluated again, whatever is cached (see ChatModel._evaluate)
 # A chat template block that adds the model maker's own system prompt when a chat has none (SmolLM2's:
 # "You are a helpful AI assistant named SmolLM, ..."). Ollama's templates add no system prompt there.
 DEFAULT_SYSTEM_BLOCK = re.compile(
@@ -219,22 +219,25 @@ class ChatModel:
         return ids[rng.choice(keep, p=probs)]
 
     def _evaluate(self, tokens: list[int]) -> None:
-        """Evaluate the prompt, reusing the whole PROMPT_BLOCK-token blocks it shares with the cached one.
+        """Evaluate the prompt, reusing the longest prefix it shares with the cached one but its last MIN_TAIL tokens.
 
-        Reuse stops at a block boundary counted from the prompt's start, never wherever the previous prompt
-        diverged (llama.cpp's own prefix reuse, with which an identical request gave other text cold and warm);
-        the rest is evaluated in one call (llama.cpp cuts it into n_batch batches). Measured on this build
-        (llama-cpp-python 0.3.36): cutting a prompt into 64-token blocks or evaluating it whole gives bit-identical
-        logits, and one call is faster (fewer, larger matrix products); the repeatability test checks it.
+        As llama.cpp's server, the cache is reused token by token up to where the previous prompt diverged; unlike
+        llama-cpp-python's own reuse (which re-evaluates a single token when the whole prompt is cached, and with
+        which an identical request gave other text cold and warm), at least the last MIN_TAIL tokens are always
+        evaluated again, in one call. Measured on this build (llama-cpp-python 0.3.36, CPU): the last token's
+        logits are bit-identical whether the prompt is evaluated whole or as a cached prefix and a tail of
+        MIN_TAIL or more tokens, wherever the cut falls; a 1-token tail differs in the last bits. The
+        repeatability test (tests/test_stand_in_api.py) checks cold, warm and repeated requests.
         """
         llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens].tolist()
-        common = 0
-        for a, b in zip(cached, tokens):
-            if a != b:
-                break
-            common += 1
-        keep = min(common // PROMPT_BLOCK, (len(tokens) - 1) // PROMPT_BLOCK) * PROMPT_BLOCK
+        cached = llm.input_ids[: llm.n_tokens]
+        n = min(len(cached), len(tokens))
+        if n:
+            differs = np.flatnonzero(cached[:n] != np.asarray(tokens[:n], dtype=cached.dtype))
+            common = int(differs[0]) if len(differs) else n
+        else:
+            common = 0
+        keep = max(0, min(common, len(tokens) - MIN_TAIL))
         llm.n_tokens = keep  # eval() drops the KV cache from here on
         llm.eval(tokens[keep:])
 

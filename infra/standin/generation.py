@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
@@ -196,8 +197,10 @@ async def vectors(
                     f"({limit} tokens); send shorter text or truncate=true",
                 )
         vecs, n_tokens = model.embed(texts) if texts else ([], 0)
-        release_freed_memory()  # the batch's activations: without this the process keeps its largest batch's
-        yield {"vectors": [[float(x) for x in v] for v in vecs], "tokens": n_tokens, "load_ns": load_ns}
+        yield {"vectors": np.asarray(vecs).tolist(), "tokens": n_tokens, "load_ns": load_ns}
+        # After the answer is handed over (the model's queue is still held): the batch's freed activations back to
+        # the OS, or the process keeps the memory of its largest batch.
+        release_freed_memory()
 
     kind, value = await Job(queued(m, keep_alive, body)).next(request)
     if kind == "error":

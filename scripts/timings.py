@@ -67,7 +67,7 @@ def backend() -> tuple[str, bool]:
     if settings.force_offline or probe_ollama(settings.ollama_host) is None:
         from infra.standin.launcher import ensure_stand_in
 
-        _, started = ensure_stand_in(settings)
+        _, started = ensure_stand_in()  # it reads its own settings (infra.standin.settings) from the same environment
         return "the offline stand-in", started
     return f"Ollama at {settings.ollama_host}", False
 
